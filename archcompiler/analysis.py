@@ -1,0 +1,146 @@
+"""Shaped `Graph` -> `Report`: parameters, multiply-adds and activations.
+
+In: a `Graph` after `infer_shapes`.  Out: a `Report` with one `Row` per
+scope (block instance or named container) and per layer, in module order,
+and the totals.  Counting conventions, used everywhere archc prints a
+number:
+
+- params: trainable parameters; buffers: elements of non-trainable state
+  (BatchNorm running statistics and its step counter).
+- macs: multiply-accumulates of conv and linear layers only (the unit of the
+  GoogLeNet paper's "ops" and of fvcore's "flops"); bias additions, BatchNorm,
+  pooling, activations and adds are not MACs.
+- activations: elements of each layer's output for one sample.
+- total_macs counts what runs in eval mode; layers that run only in training
+  mode (auxiliary heads) are summed in train_only_macs.  Parameters count
+  every layer, as a state_dict does.
+No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .graph import Graph
+from .ops import OPS, Shape
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # full dotted name
+    kind: str  # "layer" or "block" (a block instance) or "group" (a named container)
+    op: str  # the op, the block template's name, or the container kind
+    label: str  # e.g. "conv 7x7/2, 64 +BN +relu"
+    depth: int  # 1 for top-level rows
+    output_shape: Shape
+    params: int
+    buffers: int
+    macs: int
+    activations: int
+    train_only: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    title: Optional[str]
+    paper: Optional[str]
+    input: Shape
+    rows: list[Row]
+    total_params: int
+    total_buffers: int
+    total_macs: int  # eval mode
+    train_only_macs: int
+    total_activations: int  # eval mode, one sample
+    outputs: dict[str, Shape] = field(default_factory=dict)
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "paper": self.paper,
+            "input": list(self.input),
+            "total_params": self.total_params,
+            "total_buffers": self.total_buffers,
+            "total_macs": self.total_macs,
+            "train_only_macs": self.train_only_macs,
+            "total_activations": self.total_activations,
+            "outputs": {k: list(v) for k, v in self.outputs.items()},
+            "conventions": CONVENTIONS,
+            "nodes": [
+                {
+                    "name": r.name, "kind": r.kind, "op": r.op, "label": r.label, "depth": r.depth,
+                    "output_shape": list(r.output_shape), "params": r.params, "buffers": r.buffers,
+                    "macs": r.macs, "activations": r.activations, "train_only": r.train_only,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+CONVENTIONS = (
+    "macs: multiply-accumulates of conv and linear layers (fvcore 'flops'); "
+    "total_macs: eval mode, one sample; params: trainable; buffers: BatchNorm statistics"
+)
+
+
+def analyze(graph: Graph) -> Report:
+    """Count parameters, MACs and activations per layer and per scope."""
+    per_node: dict[str, tuple[int, int, int, int]] = {}
+    for node in graph.nodes.values():
+        op = OPS[node.op]
+        inputs = [graph.input_shape if i == "input" else graph.nodes[i].shape for i in node.inputs]
+        params, buffers = op.params(node.args, inputs)
+        macs = op.macs(node.args, inputs, node.shape)
+        per_node[node.id] = (params, buffers, macs, math.prod(node.shape))
+
+    depth = {}
+    for scope in graph.scopes.values():  # parents come before children
+        depth[scope.id] = depth[scope.parent] + 1 if scope.parent else 1
+
+    rows: list[Row] = []
+    opened: set[str] = set()
+    for node in graph.nodes.values():
+        for scope_id in node.scopes:
+            if scope_id in opened:
+                continue
+            opened.add(scope_id)
+            scope = graph.scopes[scope_id]
+            totals = [sum(per_node[n][i] for n in scope.nodes) for i in range(4)]
+            out = graph.nodes[scope.output]
+            rows.append(Row(
+                scope.id, "block" if scope.block else "group", scope.block or scope.kind,
+                _scope_label(scope), depth[scope_id], out.shape, *totals,
+                all(graph.nodes[n].train_only for n in scope.nodes),
+            ))
+        params, buffers, macs, acts = per_node[node.id]
+        rows.append(Row(
+            node.id, "layer", node.op, OPS[node.op].label(node.args), len(node.scopes) + 1, node.shape,
+            params, buffers, macs, acts, node.train_only,
+        ))
+
+    live = [n for n in graph.nodes.values() if not n.train_only]
+    return Report(
+        name=graph.name, title=graph.title, paper=graph.paper, input=graph.input_shape, rows=rows,
+        total_params=sum(p[0] for p in per_node.values()),
+        total_buffers=sum(p[1] for p in per_node.values()),
+        total_macs=sum(per_node[n.id][2] for n in live),
+        train_only_macs=sum(per_node[n.id][2] for n in graph.nodes.values() if n.train_only),
+        total_activations=sum(per_node[n.id][3] for n in live),
+        outputs={name: graph.nodes[o.node].shape for name, o in graph.outputs.items()},
+    )
+
+
+def _scope_label(scope: Any) -> str:
+    if scope.block:
+        args = ", ".join(str(v) for v in scope.args.values())
+        return f"{scope.block}({args})" if args else scope.block
+    return scope.kind

@@ -1,0 +1,60 @@
+"""User-facing errors.
+
+Every mistake in a spec is reported as one `SpecError` that points at the
+text that caused it: ``PATH:LINE:COL: error: MESSAGE``.  Stages raise it with
+the `Loc` they carry from the YAML; the CLI prints `str(error)` and exits 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec file; line and column are 1-based."""
+
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class SpecError(Exception):
+    """A mistake in a spec, with the place that caused it and what to change."""
+
+    def __init__(self, message: str, loc: Loc | None = None, hint: str | None = None):
+        self.message = message
+        self.loc = loc
+        self.hint = hint
+        super().__init__(str(self))
+
+    @property
+    def path(self) -> str | None:
+        return self.loc.path if self.loc else None
+
+    @property
+    def line(self) -> int | None:
+        return self.loc.line if self.loc else None
+
+    @property
+    def column(self) -> int | None:
+        return self.loc.column if self.loc else None
+
+    def __str__(self) -> str:
+        where = f"{self.loc}: " if self.loc else ""
+        text = f"{where}error: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        # One line, always: YAML and pydantic messages can carry newlines.
+        return " ".join(text.split())
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest valid choice to a misspelt `word`, if any is close."""
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

@@ -1,0 +1,160 @@
+"""The safe expression language of spec values.
+
+A string value `$name` is the value of parameter `name`; `${...}` holds a
+small expression over parameters: numbers, `+ - * / // %`, unary minus,
+comparisons, `and` / `or` / `not` and `a if cond else b`.  Anything else
+(calls, attributes, subscripts) is refused.  Expressions are parsed with
+`ast` and walked by `evaluate`; nothing is ever passed to `eval`.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from typing import Any, Callable, Mapping
+
+_NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+
+
+class ExprError(ValueError):
+    """An expression that cannot be evaluated; the caller adds the location."""
+
+    def __init__(self, message: str, hint: str | None = None, name: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+        self.name = name  # the unknown parameter, where that is the problem
+
+
+def is_expression(value: Any) -> bool:
+    """True for a string that the spec language evaluates (`$x`, `${...}`)."""
+    return isinstance(value, str) and value.startswith("$")
+
+
+def source_of(text: str) -> str:
+    """The Python-syntax expression inside `$name` or `${...}`."""
+    if text.startswith("${"):
+        if not text.endswith("}"):
+            raise ExprError(f"'{text}' opens '${{' without a closing '}}'")
+        return text[2:-1]
+    if _NAME.fullmatch(text):
+        return text[1:]
+    raise ExprError(
+        f"'{text}' is not an expression",
+        hint="write '$name' for a parameter or '${...}' for arithmetic, e.g. '${c * 2}'",
+    )
+
+
+def names_in(text: str) -> set[str]:
+    """The parameter names an expression refers to."""
+    tree = _parse(source_of(text))
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
+    """The value of expression `text` with parameters from `scope`."""
+    return _Evaluator(scope).visit(_parse(source_of(text)).body)
+
+
+def _parse(source: str) -> ast.Expression:
+    if not source.strip():
+        raise ExprError("empty expression")
+    try:
+        return ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"cannot parse expression '{source.strip()}': {exc.msg}") from None
+
+
+class _Evaluator:
+    def __init__(self, scope: Mapping[str, Any]):
+        self.scope = scope
+
+    def visit(self, node: ast.AST) -> Any:
+        method = getattr(self, f"_{type(node).__name__}", None)
+        if method is None:
+            raise ExprError(
+                f"'{ast.unparse(node)}' is not allowed in an expression",
+                hint="only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else",
+            )
+        return method(node)
+
+    def _Constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, (int, float, bool, str)) or node.value is None:
+            return node.value
+        raise ExprError(f"constant {node.value!r} is not allowed in an expression")
+
+    def _Name(self, node: ast.Name) -> Any:
+        if node.id in self.scope:
+            return self.scope[node.id]
+        raise ExprError(f"unknown parameter '{node.id}'", name=node.id)
+
+    def _BinOp(self, node: ast.BinOp) -> Any:
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            raise ExprError(f"operator in '{ast.unparse(node)}' is not allowed", hint="use + - * / // %")
+        left, right = self.visit(node.left), self.visit(node.right)
+        _check_numbers(node, left, right)
+        try:
+            return op(left, right)
+        except ZeroDivisionError:
+            raise ExprError(f"division by zero in '{ast.unparse(node)}'") from None
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
+        op = _UNARY.get(type(node.op))
+        if op is None:
+            raise ExprError(f"operator in '{ast.unparse(node)}' is not allowed")
+        value = self.visit(node.operand)
+        if not isinstance(node.op, ast.Not):
+            _check_numbers(node, value)
+        return op(value)
+
+    def _Compare(self, node: ast.Compare) -> bool:
+        left = self.visit(node.left)
+        for op_node, right_node in zip(node.ops, node.comparators):
+            op = _COMPARE.get(type(op_node))
+            if op is None:
+                raise ExprError(f"comparison in '{ast.unparse(node)}' is not allowed")
+            right = self.visit(right_node)
+            try:
+                if not op(left, right):
+                    return False
+            except TypeError:
+                raise ExprError(f"cannot compare {left!r} and {right!r} in '{ast.unparse(node)}'") from None
+            left = right
+        return True
+
+    def _BoolOp(self, node: ast.BoolOp) -> Any:
+        is_and = isinstance(node.op, ast.And)
+        value: Any = None
+        for operand in node.values:
+            value = self.visit(operand)
+            if bool(value) != is_and:
+                return value
+        return value
+
+    def _IfExp(self, node: ast.IfExp) -> Any:
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+
+def _check_numbers(node: ast.AST, *values: Any) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ExprError(f"'{ast.unparse(node)}' needs numbers, got {value!r}")

@@ -1,0 +1,84 @@
+"""The graph IR: what `expand` produces and every later stage reads.
+
+A `Graph` is a networkx DiGraph of `Node`s (one per layer or join, named by
+its full dotted path, which is also its module path in the compiled model)
+plus the tree of `Scope`s (block instances and named containers) that the
+report aggregates over and the diagrams draw as clusters.  Node order in
+`Graph.nodes` is declaration order, which is the compiled model's
+state_dict order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import networkx as nx
+
+from .errors import Loc
+from .ops import Args, Shape
+
+INPUT = "input"  # the id of the model's input node
+
+
+@dataclass
+class Node:
+    """One layer (or join) of the network."""
+
+    id: str  # full dotted name, e.g. "inception3a.branch2.0"; also its module path
+    op: str  # a name in ops.OPS
+    args: Args
+    inputs: list[str]  # ordered input node ids (INPUT for the model input)
+    loc: Loc  # the YAML that made it
+    scopes: tuple[str, ...] = ()  # enclosing scope ids, outermost first
+    train_only: bool = False  # runs only in training mode (feeds only train-only outputs)
+    shape: Optional[Shape] = None  # filled in by shapes.infer_shapes
+
+
+@dataclass
+class Scope:
+    """A block instance or a named container: a row of its own in the report."""
+
+    id: str  # full dotted name ("inception3a"); scopeless `_names` keep theirs here
+    kind: str  # "seq", "concat", "add", "residual", "repeat" or "op" (a block whose body is one op)
+    block: Optional[str]  # the block template's name for a block instance
+    loc: Loc
+    parent: Optional[str]
+    output: str = ""  # id of the node whose value leaves the scope
+    nodes: list[str] = field(default_factory=list)  # every node inside, transitively, in order
+    args: dict[str, Any] = field(default_factory=dict)  # the block's bound parameters
+
+    @property
+    def depth(self) -> int:
+        return self.id.count(".") + 1
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    node: str
+    train_only: bool
+    loc: Loc
+
+
+@dataclass
+class Graph:
+    name: str
+    title: Optional[str]
+    paper: Optional[str]
+    path: str
+    input_shape: Shape
+    input_loc: Loc
+    params: dict[str, Any]  # the spec's parameters after overrides
+    nodes: dict[str, Node]
+    scopes: dict[str, Scope]
+    outputs: dict[str, Output]
+    dag: nx.DiGraph
+
+    def order(self) -> list[str]:
+        """Node ids in an order where every node follows its inputs (declaration order first)."""
+        position = {n: i for i, n in enumerate(self.nodes)}
+        return [n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1)) if n != INPUT]
+
+    def eval_outputs(self) -> list[Output]:
+        return [o for o in self.outputs.values() if not o.train_only]

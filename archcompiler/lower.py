@@ -1,0 +1,199 @@
+"""Shaped `Graph` -> `torch.nn.Module` with a generated forward.
+
+In: a `Graph` after `infer_shapes`.  Out: an instance of a class made for
+this network: its submodule tree mirrors the spec's dotted names (so a spec
+that names its layers like torchvision gets torchvision's state_dict keys,
+in the same order), and its `forward` is straight-line Python generated
+from the graph — one line per layer, intermediates released after their
+last use, like torch.fx's code — never a loop that interprets nodes per
+call.  Layers that feed only training-mode outputs (auxiliary heads) run
+under `if self.training:`; in training mode a model with several outputs
+returns a named tuple, in eval mode its eval outputs.
+
+This is the only stage that imports torch.
+"""
+
+from __future__ import annotations
+
+import collections
+import keyword
+import linecache
+import re
+from contextlib import nullcontext
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .graph import INPUT, Graph
+from .ops import OPS, Lowered
+
+
+class Container(nn.Module):
+    """Holds the layers of a block instance or branch under its spec name.
+
+    The compiled model's generated forward calls the layers directly; a
+    container is a namespace, so it has no forward of its own.
+    """
+
+
+class CompiledModel(nn.Module):
+    """Base of every compiled network; `code` is the generated forward's source."""
+
+    code: str
+    graph: Graph
+
+    def _forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # replaced per network
+        raise NotImplementedError
+
+
+def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
+    """Build the module tree of `graph` (weights drawn from `seed`) and its forward."""
+    device_ctx = torch.device(device) if device is not None else nullcontext()
+    lowered: dict[str, Lowered] = {}
+    with torch.random.fork_rng(devices=[]), device_ctx:
+        torch.manual_seed(seed)
+        for node in graph.nodes.values():  # declaration order: the state_dict's order
+            inputs = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+            lowered[node.id] = OPS[node.op].lower(node.args, inputs)
+    model = _model_class(graph, {k: v.call for k, v in lowered.items()})()
+    for node_id, low in lowered.items():
+        if low.module is not None:
+            _attach(model, node_id, low.module)
+    model.graph = graph
+    return model
+
+
+def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
+    *parents, leaf = path.split(".")
+    here = root
+    for name in parents:
+        child = here._modules.get(name)
+        if child is None:
+            child = Container()
+            here.add_module(name, child)
+        here = child
+    here.add_module(leaf, module)
+
+
+def _model_class(graph: Graph, calls: dict[str, str]) -> type:
+    """A subclass of CompiledModel with forward and _forward_all generated for `graph`."""
+    class_name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", graph.name) if part) or "Model"
+    if class_name[0].isdigit():
+        class_name = "Net" + class_name
+    names = _variable_names(graph)
+    outputs = list(graph.outputs.values())
+    tuple_name = f"{class_name}Outputs"
+    eval_names = [o.name for o in outputs if not o.train_only]
+    namespace: dict[str, Any] = {
+        "torch": torch, "F": F,
+        tuple_name: collections.namedtuple(tuple_name, [o.name for o in outputs]),
+        f"{class_name}EvalOutputs": collections.namedtuple(f"{class_name}EvalOutputs", eval_names),
+    }
+    source = _forward_source(graph, names, calls, class_name) + "\n" + _forward_all_source(graph, names, calls)
+    filename = f"<archc:{graph.name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)  # our own generated code; spec text never reaches it
+    cls = type(class_name, (CompiledModel,), {
+        "forward": namespace["forward"],
+        "_forward_all": namespace["_forward_all"],
+        "code": source,
+        "__doc__": f"{graph.title or graph.name}, compiled by archc from {graph.path}.",
+        "__module__": __name__,
+    })
+    cls.Outputs = namespace[tuple_name]
+    cls.EvalOutputs = namespace[f"{class_name}EvalOutputs"]
+    return cls
+
+
+def _variable_names(graph: Graph) -> dict[str, str]:
+    names = {INPUT: "x"}
+    used = {"x", "self", "torch", "F"}
+    for node_id in graph.nodes:
+        base = re.sub(r"\W", "_", node_id)
+        if base[0].isdigit() or keyword.iskeyword(base):
+            base = "_" + base
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        names[node_id] = name
+    return names
+
+
+def _module_ref(path: str) -> str:
+    ref = "self"
+    for part in path.split("."):
+        ref += f".{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"._modules[{part!r}]"
+    return ref
+
+
+def _line(graph: Graph, node_id: str, names: dict[str, str], calls: dict[str, str]) -> str:
+    node = graph.nodes[node_id]
+    args = [names[i] for i in node.inputs]
+    expr = calls[node_id].format(*args, m=_module_ref(node.id), args=", ".join(args))
+    return f"{names[node_id]} = {expr}"
+
+
+def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], class_name: str) -> str:
+    order = graph.order()
+    live = [n for n in order if not graph.nodes[n].train_only]
+    train = [n for n in order if graph.nodes[n].train_only]
+    outputs = list(graph.outputs.values())
+    keep = {o.node for o in outputs} | {i for n in train for i in graph.nodes[n].inputs}
+    last_use: dict[str, str] = {}
+    for n in live:
+        for i in graph.nodes[n].inputs:
+            last_use[i] = n
+    lines = ["def forward(self, x):"]
+    for n in live:
+        lines.append("    " + _line(graph, n, names, calls))
+        dead = [i for i in dict.fromkeys(graph.nodes[n].inputs) if last_use.get(i) == n and i not in keep]
+        if dead:
+            lines.append("    " + "; ".join(f"{names[i]} = None" for i in dead))
+
+    def result(outs: list, tuple_name: str) -> str:
+        if len(outs) == 1:
+            return names[outs[0].node]
+        return f"{tuple_name}(" + ", ".join(f"{o.name}={names[o.node]}" for o in outs) + ")"
+
+    eval_outs = [o for o in outputs if not o.train_only]
+    if len(outputs) > len(eval_outs):
+        lines.append("    if self.training:")
+        lines.extend("        " + _line(graph, n, names, calls) for n in train)
+        lines.append(f"        return {result(outputs, class_name + 'Outputs')}")
+    lines.append(f"    return {result(eval_outs, class_name + 'EvalOutputs')}")
+    return "\n".join(lines) + "\n"
+
+
+def _forward_all_source(graph: Graph, names: dict[str, str], calls: dict[str, str]) -> str:
+    lines = ["def _forward_all(self, x):", "    values = {}"]
+    for n in graph.order():
+        lines.append("    " + _line(graph, n, names, calls))
+        lines.append(f"    values[{n!r}] = {names[n]}")
+    lines.append("    return values")
+    return "\n".join(lines) + "\n"
+
+
+def runtime_shapes(model: CompiledModel, batch: int = 2, seed: int = 0) -> dict[str, tuple[int, ...]]:
+    """Every node's output shape (batch dimension dropped) from a forward on random data."""
+    graph = model.graph
+    generator = torch.Generator().manual_seed(seed)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.randn((batch, *graph.input_shape), generator=generator).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            values = model._forward_all(x)
+    finally:
+        model.train(was_training)
+    return {k: tuple(v.shape[1:]) for k, v in values.items()}
+
+
+def shape_mismatches(model: CompiledModel, batch: int = 2) -> list[tuple[str, tuple, tuple]]:
+    """(node, inferred, runtime) for every node whose runtime shape differs from inference."""
+    runtime = runtime_shapes(model, batch)
+    return [(n, node.shape, runtime[n]) for n, node in model.graph.nodes.items() if runtime[n] != node.shape]

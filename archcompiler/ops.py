@@ -1,0 +1,577 @@
+"""The op registry: everything every stage needs to know about one op.
+
+An `OpDef` bundles, for one op name: the pydantic model of its arguments, its
+shape rule, its parameter and multiply-add counts, a one-line label for
+diagrams and tables, its drawing category, and how it lowers to torch.  All
+stages consult `OPS`; adding an op is one `register(...)` call here.
+
+This module never imports torch at import time: `lower` functions import it
+when they run, so `check`, `summary` and `draw` stay torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+Shape = tuple[int, ...]  # one sample's shape: (C, H, W) for maps, (F,) for vectors
+
+
+class ShapeError(ValueError):
+    """An op cannot take the shapes it is given; the shapes stage adds where."""
+
+
+# ---------------------------------------------------------------------------
+# argument models
+
+Pair = Union[StrictInt, tuple[StrictInt, StrictInt]]
+
+
+class Args(BaseModel):
+    """Base of every op's arguments: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ACTIVATIONS: dict[str, tuple[str, str]] = {
+    # name: (torch.nn module class, functional template on "{}")
+    "relu": ("ReLU", "torch.relu({})"),
+    "relu6": ("ReLU6", "F.relu6({})"),
+    "leaky_relu": ("LeakyReLU", "F.leaky_relu({})"),
+    "elu": ("ELU", "F.elu({})"),
+    "gelu": ("GELU", "F.gelu({})"),
+    "silu": ("SiLU", "F.silu({})"),
+    "sigmoid": ("Sigmoid", "torch.sigmoid({})"),
+    "tanh": ("Tanh", "torch.tanh({})"),
+}
+ActName = Optional[Literal[tuple(ACTIVATIONS)]]  # type: ignore[valid-type]
+
+
+class NormArgs(Args):
+    """Batch normalisation after a conv (PyTorch's defaults unless overridden)."""
+
+    eps: float = Field(1e-5, gt=0)
+    momentum: float = Field(0.1, ge=0, le=1)
+    affine: StrictBool = True
+
+
+def _norm_shorthand(value: Any) -> Any:
+    # `norm: true` means a default BatchNorm; `norm: false` / null means none.
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class ConvArgs(Args):
+    out: StrictInt = Field(gt=0)
+    k: Pair
+    s: Pair = 1
+    pad: Union[StrictInt, tuple[StrictInt, StrictInt], tuple[StrictInt, StrictInt, StrictInt, StrictInt], Literal["same"]] = 0
+    dilation: Pair = 1
+    groups: StrictInt = Field(1, gt=0)
+    bias: StrictBool = True
+    norm: Optional[NormArgs] = None
+    act: ActName = None
+
+    _shorthand = field_validator("norm", mode="before")(_norm_shorthand)
+
+
+
+class PoolArgs(Args):
+    k: Pair
+    s: Optional[Pair] = None  # default: the kernel size, as in PyTorch
+    pad: Pair = 0
+    ceil: StrictBool = False
+
+
+class AvgPoolArgs(PoolArgs):
+    count_include_pad: StrictBool = True
+
+
+class AdaptivePoolArgs(Args):
+    size: Pair
+
+
+class NoArgs(Args):
+    pass
+
+
+class LinearArgs(Args):
+    out: StrictInt = Field(gt=0)
+    bias: StrictBool = True
+
+
+class BatchNormArgs(NormArgs):
+    pass
+
+
+class LRNArgs(Args):
+    size: StrictInt = Field(gt=0)
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+class DropoutArgs(Args):
+    p: float = Field(0.5, ge=0, le=1)
+
+
+class SoftmaxArgs(Args):
+    dim: StrictInt = 1
+
+
+class ScaleArgs(Args):
+    factor: float
+
+
+class JoinArgs(Args):
+    """Arguments of the join nodes that containers create (concat, add, residual)."""
+
+    scale: float = 1.0
+    act: ActName = None
+
+
+# ---------------------------------------------------------------------------
+# the registry
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """How one node runs in the compiled forward.
+
+    `module` (or None) is registered in the module tree at the node's path;
+    `call` is a Python expression template: `{m}` is the module, `{0}`, `{1}` ...
+    the inputs and `{args}` all inputs comma-separated.
+    """
+
+    module: Any
+    call: str
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    args: type[Args]
+    category: str  # drawing palette and table grouping: conv, pool, norm, act, linear, join, shape, regularize
+    infer: Callable[[Any, list[Shape]], Shape]
+    lower: Callable[[Any, list[Shape]], Lowered]
+    label: Callable[[Any], str]
+    params: Callable[[Any, list[Shape]], tuple[int, int]] = lambda a, s: (0, 0)  # (trainable, buffer elements)
+    macs: Callable[[Any, list[Shape], Shape], int] = lambda a, s, o: 0
+    arity: Optional[int] = 1  # number of inputs; None for any number >= 1
+    doc: str = ""
+    internal: bool = False  # made by containers, not written as an op in a spec
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def spec_ops() -> list[str]:
+    """The op names a spec may use."""
+    return sorted(name for name, op in OPS.items() if not op.internal)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
+
+
+def _need_map(shapes: list[Shape], what: str) -> tuple[int, int, int]:
+    (shape,) = shapes
+    if len(shape) != 3:
+        raise ShapeError(f"{what} needs a (C, H, W) feature map, got shape {fmt_shape(shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def _need_vector(shapes: list[Shape], what: str) -> int:
+    (shape,) = shapes
+    if len(shape) != 1:
+        raise ShapeError(f"{what} needs a flat (features,) input, got shape {fmt_shape(shape)}; add a 'flatten' before it")
+    return shape[0]
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _window_out(size: int, k: int, s: int, lo: int, hi: int, d: int, ceil: bool) -> int:
+    """Output length of a sliding window, with PyTorch's rounding rules."""
+    span = size + lo + hi - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    if not ceil:
+        return span // s + 1
+    out = -(-span // s) + 1
+    # PyTorch drops a last window that would start inside the right padding.
+    if (out - 1) * s >= size + lo:
+        out -= 1
+    return out
+
+
+def conv_padding(a: ConvArgs, h: int, w: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of a conv on an h x w input."""
+    (kh, kw), (sh, sw), (dh, dw) = pair(a.k), pair(a.s), pair(a.dilation)
+    if a.pad == "same":
+        # TensorFlow's rule: output = ceil(input / stride), the odd pixel at the end.
+        def split(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            return total // 2, total - total // 2
+
+        return (*split(h, kh, sh, dh), *split(w, kw, sw, dw))
+    if isinstance(a.pad, int):
+        return (a.pad,) * 4
+    if len(a.pad) == 2:
+        return (a.pad[0], a.pad[0], a.pad[1], a.pad[1])
+    return tuple(a.pad)  # type: ignore[return-value]
+
+
+def _act_call(act: Optional[str], inner: str) -> str:
+    return ACTIVATIONS[act][1].format(inner) if act else inner
+
+
+def _positive(shape: Shape, what: str, inputs: Shape) -> Shape:
+    if any(d <= 0 for d in shape):
+        raise ShapeError(f"{what} turns input {fmt_shape(inputs)} into {fmt_shape(shape)}; every size must stay positive")
+    return shape
+
+
+# ---------------------------------------------------------------------------
+# conv
+
+
+def _conv_infer(a: ConvArgs, shapes: list[Shape]) -> Shape:
+    c, h, w = _need_map(shapes, "conv")
+    if c % a.groups or a.out % a.groups:
+        raise ShapeError(f"conv groups={a.groups} must divide both input channels {c} and output channels {a.out}")
+    (kh, kw), (sh, sw), (dh, dw) = pair(a.k), pair(a.s), pair(a.dilation)
+    if min(kh, kw, sh, sw, dh, dw) <= 0:
+        raise ShapeError("conv kernel, stride and dilation must be positive")
+    t, b, l, r = conv_padding(a, h, w)
+    if min(t, b, l, r) < 0:
+        raise ShapeError("conv padding must not be negative")
+    out = (a.out, _window_out(h, kh, sh, t, b, dh, False), _window_out(w, kw, sw, l, r, dw, False))
+    return _positive(out, f"conv {kh}x{kw}/{sh}", (c, h, w))
+
+
+def _conv_params(a: ConvArgs, shapes: list[Shape]) -> tuple[int, int]:
+    c = shapes[0][0]
+    kh, kw = pair(a.k)
+    weights = a.out * (c // a.groups) * kh * kw + (a.out if a.bias else 0)
+    if a.norm is None:
+        return weights, 0
+    return weights + (2 * a.out if a.norm.affine else 0), 2 * a.out + 1
+
+
+def _conv_macs(a: ConvArgs, shapes: list[Shape], out: Shape) -> int:
+    kh, kw = pair(a.k)
+    return math.prod(out) * (shapes[0][0] // a.groups) * kh * kw
+
+
+def _conv_lower(a: ConvArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    from .modules import ConvNormAct
+
+    c, h, w = shapes[0]
+    t, b, l, r = conv_padding(a, h, w)
+    symmetric = t == b and l == r
+    conv = nn.Conv2d(
+        c, a.out, pair(a.k), stride=pair(a.s), padding=(t, l) if symmetric else 0,
+        dilation=pair(a.dilation), groups=a.groups, bias=a.bias,
+    )
+    if a.norm is not None:
+        bn = nn.BatchNorm2d(a.out, eps=a.norm.eps, momentum=a.norm.momentum, affine=a.norm.affine)
+        module = ConvNormAct(conv, bn, a.act, (l, r, t, b) if not symmetric else None)
+        return Lowered(module, "{m}({0})")
+    inner = "{m}({0})" if symmetric else "{m}(F.pad({0}, (%d, %d, %d, %d)))" % (l, r, t, b)
+    return Lowered(conv, _act_call(a.act, inner))
+
+
+def _conv_label(a: ConvArgs) -> str:
+    kh, kw = pair(a.k)
+    sh, sw = pair(a.s)
+    stride = f"/{sh}" if sh == sw else f"/{sh}x{sw}"
+    extra = "".join(
+        [
+            f" g{a.groups}" if a.groups > 1 else "",
+            " +BN" if a.norm else "",
+            f" +{a.act}" if a.act else "",
+        ]
+    )
+    return f"conv {kh}x{kw}{stride if (sh, sw) != (1, 1) else ''}, {a.out}{extra}"
+
+
+register(OpDef(
+    "conv", ConvArgs, "conv", _conv_infer, _conv_lower, _conv_label, _conv_params, _conv_macs,
+    doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`).",
+))
+
+# ---------------------------------------------------------------------------
+# pooling
+
+
+def _pool_geometry(a: PoolArgs) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    k = pair(a.k)
+    return k, pair(a.s) if a.s is not None else k, pair(a.pad)
+
+
+def _pool_infer(kind: str) -> Callable[[PoolArgs, list[Shape]], Shape]:
+    def infer(a: PoolArgs, shapes: list[Shape]) -> Shape:
+        c, h, w = _need_map(shapes, kind)
+        (kh, kw), (sh, sw), (ph, pw) = _pool_geometry(a)
+        if min(kh, kw, sh, sw) <= 0 or min(ph, pw) < 0:
+            raise ShapeError(f"{kind} kernel and stride must be positive and padding not negative")
+        if 2 * ph > kh or 2 * pw > kw:
+            raise ShapeError(f"{kind} padding {ph}x{pw} must be at most half the kernel {kh}x{kw}")
+        out = (c, _window_out(h, kh, sh, ph, ph, 1, a.ceil), _window_out(w, kw, sw, pw, pw, 1, a.ceil))
+        return _positive(out, f"{kind} {kh}x{kw}/{sh}", (c, h, w))
+
+    return infer
+
+
+def _maxpool_lower(a: PoolArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    k, s, p = _pool_geometry(a)
+    return Lowered(nn.MaxPool2d(k, s, p, ceil_mode=a.ceil), "{m}({0})")
+
+
+def _avgpool_lower(a: AvgPoolArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    k, s, p = _pool_geometry(a)
+    return Lowered(nn.AvgPool2d(k, s, p, ceil_mode=a.ceil, count_include_pad=a.count_include_pad), "{m}({0})")
+
+
+def _pool_label(kind: str) -> Callable[[PoolArgs], str]:
+    def label(a: PoolArgs) -> str:
+        (kh, kw), (sh, sw), _ = _pool_geometry(a)
+        return f"{kind} {kh}x{kw}/{sh}" if (kh, sh) == (kw, sw) else f"{kind} {kh}x{kw}/{sh}x{sw}"
+
+    return label
+
+
+register(OpDef("maxpool", PoolArgs, "pool", _pool_infer("maxpool"), _maxpool_lower, _pool_label("max pool"),
+               doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
+register(OpDef("avgpool", AvgPoolArgs, "pool", _pool_infer("avgpool"), _avgpool_lower, _pool_label("avg pool"),
+               doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
+
+
+def _adaptive_infer(a: AdaptivePoolArgs, shapes: list[Shape]) -> Shape:
+    c, _, _ = _need_map(shapes, "adaptive pool")
+    oh, ow = pair(a.size)
+    return _positive((c, oh, ow), "adaptive pool", shapes[0])
+
+
+def _adaptive_lower(kind: str) -> Callable[[AdaptivePoolArgs, list[Shape]], Lowered]:
+    def lower(a: AdaptivePoolArgs, shapes: list[Shape]) -> Lowered:
+        import torch.nn as nn
+
+        cls = nn.AdaptiveAvgPool2d if kind == "avg" else nn.AdaptiveMaxPool2d
+        return Lowered(cls(pair(a.size)), "{m}({0})")
+
+    return lower
+
+
+def _global_infer(a: NoArgs, shapes: list[Shape]) -> Shape:
+    c, _, _ = _need_map(shapes, "global pool")
+    return (c, 1, 1)
+
+
+def _global_lower(kind: str) -> Callable[[NoArgs, list[Shape]], Lowered]:
+    def lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
+        import torch.nn as nn
+
+        return Lowered(nn.AdaptiveAvgPool2d(1) if kind == "avg" else nn.AdaptiveMaxPool2d(1), "{m}({0})")
+
+    return lower
+
+
+register(OpDef("adaptive_avgpool", AdaptivePoolArgs, "pool", _adaptive_infer, _adaptive_lower("avg"),
+               lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", doc="Average pooling to a fixed output size."))
+register(OpDef("adaptive_maxpool", AdaptivePoolArgs, "pool", _adaptive_infer, _adaptive_lower("max"),
+               lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", doc="Max pooling to a fixed output size."))
+register(OpDef("global_avgpool", NoArgs, "pool", _global_infer, _global_lower("avg"),
+               lambda a: "global avg pool", doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
+register(OpDef("global_maxpool", NoArgs, "pool", _global_infer, _global_lower("max"),
+               lambda a: "global max pool", doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))
+
+# ---------------------------------------------------------------------------
+# normalisation
+
+
+def _bn_infer(a: BatchNormArgs, shapes: list[Shape]) -> Shape:
+    return _need_map(shapes, "batchnorm")
+
+
+def _bn_lower(a: BatchNormArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    return Lowered(nn.BatchNorm2d(shapes[0][0], eps=a.eps, momentum=a.momentum, affine=a.affine), "{m}({0})")
+
+
+register(OpDef(
+    "batchnorm", BatchNormArgs, "norm", _bn_infer, _bn_lower, lambda a: "batch norm",
+    params=lambda a, s: (2 * s[0][0] if a.affine else 0, 2 * s[0][0] + 1),
+    doc="BatchNorm over the channels of a (C, H, W) map.",
+))
+
+
+def _lrn_lower(a: LRNArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    return Lowered(nn.LocalResponseNorm(a.size, alpha=a.alpha, beta=a.beta, k=a.k), "{m}({0})")
+
+
+register(OpDef(
+    "lrn", LRNArgs, "norm", lambda a, s: _need_map(s, "lrn"), _lrn_lower, lambda a: f"LRN {a.size}",
+    doc="Local response normalisation across `size` neighbouring channels (AlexNet, GoogLeNet); "
+        "`alpha` is divided by `size`, as in Caffe and PyTorch.",
+))
+
+# ---------------------------------------------------------------------------
+# activations, each also an op of its own
+
+
+def _act_op(name: str) -> OpDef:
+    def lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
+        import torch.nn as nn
+
+        return Lowered(getattr(nn, ACTIVATIONS[name][0])(), "{m}({0})")
+
+    return OpDef(name, NoArgs, "act", lambda a, s: s[0], lower, lambda a: name, doc=f"The {name} activation.")
+
+
+for _name in ACTIVATIONS:
+    register(_act_op(_name))
+
+# ---------------------------------------------------------------------------
+# dense layers and reshaping
+
+
+def _linear_lower(a: LinearArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    return Lowered(nn.Linear(shapes[0][0], a.out, bias=a.bias), "{m}({0})")
+
+
+def _linear_infer(a: LinearArgs, shapes: list[Shape]) -> Shape:
+    _need_vector(shapes, "linear")
+    return (a.out,)
+
+
+register(OpDef(
+    "linear", LinearArgs, "linear", _linear_infer,
+    _linear_lower, lambda a: f"linear {a.out}",
+    params=lambda a, s: (s[0][0] * a.out + (a.out if a.bias else 0), 0),
+    macs=lambda a, s, o: s[0][0] * a.out,
+    doc="Fully connected layer on a flat (features,) input.",
+))
+
+
+def _flatten_lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    return Lowered(nn.Flatten(1), "{m}({0})")
+
+
+register(OpDef("flatten", NoArgs, "shape", lambda a, s: (math.prod(s[0]),), _flatten_lower, lambda a: "flatten",
+               doc="Flatten everything but the batch dimension."))
+
+
+def _dropout_lower(a: DropoutArgs, shapes: list[Shape]) -> Lowered:
+    import torch.nn as nn
+
+    return Lowered(nn.Dropout(a.p), "{m}({0})")
+
+
+register(OpDef("dropout", DropoutArgs, "regularize", lambda a, s: s[0], _dropout_lower,
+               lambda a: f"dropout {a.p:g}", doc="Dropout with probability `p` (training mode only)."))
+
+
+def _identity_lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
+    return Lowered(None, "{0}")
+
+
+register(OpDef("identity", NoArgs, "shape", lambda a, s: s[0], _identity_lower, lambda a: "identity",
+               doc="Passes its input on unchanged (a shortcut, or a named tap for `from:`)."))
+
+
+def _softmax_lower(a: SoftmaxArgs, shapes: list[Shape]) -> Lowered:
+    return Lowered(None, "torch.softmax({0}, %d)" % a.dim)
+
+
+def _softmax_infer(a: SoftmaxArgs, shapes: list[Shape]) -> Shape:
+    if not 1 <= a.dim <= len(shapes[0]):
+        raise ShapeError(f"softmax dim {a.dim} is not a dimension of {fmt_shape(shapes[0])} (dim 0 is the batch)")
+    return shapes[0]
+
+
+register(OpDef("softmax", SoftmaxArgs, "act", _softmax_infer, _softmax_lower, lambda a: "softmax",
+               doc="Softmax along `dim` (1, the channels or classes, by default)."))
+
+register(OpDef("scale", ScaleArgs, "shape", lambda a, s: s[0], lambda a, s: Lowered(None, "{0} * %r" % a.factor),
+               lambda a: f"x {a.factor:g}", doc="Multiplies its input by a constant `factor`."))
+
+# ---------------------------------------------------------------------------
+# joins, made by the concat / add / residual containers
+
+
+def _concat_infer(a: JoinArgs, shapes: list[Shape]) -> Shape:
+    first = shapes[0]
+    for other in shapes[1:]:
+        if len(other) != len(first) or other[1:] != first[1:]:
+            raise ShapeError(
+                "concat needs inputs of the same spatial size, got "
+                + ", ".join(fmt_shape(s) for s in shapes)
+            )
+    return (sum(s[0] for s in shapes), *first[1:])
+
+
+def _add_infer(a: JoinArgs, shapes: list[Shape]) -> Shape:
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError("add needs inputs of one shape, got " + ", ".join(fmt_shape(s) for s in shapes))
+    return shapes[0]
+
+
+def _concat_lower(a: JoinArgs, shapes: list[Shape]) -> Lowered:
+    return Lowered(None, "torch.cat([{args}], 1)")
+
+
+def _add_lower(a: JoinArgs, shapes: list[Shape]) -> Lowered:
+    return Lowered(None, _act_call(a.act, " + ".join("{%d}" % i for i in range(len(shapes)))))
+
+
+def _residual_lower(a: JoinArgs, shapes: list[Shape]) -> Lowered:
+    # inputs: (shortcut, body); the body is scaled before the sum, as in Inception-ResNet.
+    body = "{1}" if a.scale == 1.0 else "{1} * %r" % a.scale
+    return Lowered(None, _act_call(a.act, f"{body} + {{0}}"))
+
+
+def _join_label(kind: str) -> Callable[[JoinArgs], str]:
+    def label(a: JoinArgs) -> str:
+        text = kind + (f" x{a.scale:g}" if a.scale != 1.0 else "")
+        return text + (f" +{a.act}" if a.act else "")
+
+    return label
+
+
+register(OpDef("concat", JoinArgs, "join", _concat_infer, _concat_lower, _join_label("concat"), arity=None, internal=True))
+register(OpDef("add", JoinArgs, "join", _add_infer, _add_lower, _join_label("add"), arity=None, internal=True))
+register(OpDef("residual_add", JoinArgs, "join", _add_infer, _residual_lower, _join_label("residual add"),
+               arity=2, internal=True))

@@ -1,0 +1,207 @@
+"""YAML text -> a located tree of plain values.
+
+In: the bytes of a spec file.  Out: nested `Mapping` / `Sequence` containers
+(dict and list subclasses) holding plain scalars (str, int, float, bool,
+None); every container knows the `Loc` of itself and of each of its keys and
+values, so later stages can point at the exact text behind any value.
+
+Loading is safe by construction: only the YAML core schema's tags are
+accepted (no `!!python/...`), duplicate keys are errors instead of silently
+winning, and aliases may not expand past a fixed budget (no "billion laughs").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from .errors import Loc, SpecError
+
+# Expanding aliases may copy a subtree many times; a spec of a real network has
+# a few thousand values, so this is generous and still stops an alias bomb fast.
+MAX_VALUES = 200_000
+
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+class Mapping(dict):
+    """A YAML mapping that remembers where it and each key and value stand."""
+
+    loc: Loc
+    key_locs: dict[str, Loc]
+    value_locs: dict[str, Loc]
+
+    def loc_of(self, key: str) -> Loc:
+        return self.value_locs.get(key, self.loc)
+
+    def key_loc(self, key: str) -> Loc:
+        return self.key_locs.get(key, self.loc)
+
+
+class Sequence(list):
+    """A YAML sequence that remembers where it and each item stand."""
+
+    loc: Loc
+    item_locs: list[Loc]
+
+    def loc_of(self, index: int) -> Loc:
+        return self.item_locs[index] if 0 <= index < len(self.item_locs) else self.loc
+
+
+def loc_of(container: Any, key: Any, fallback: Loc) -> Loc:
+    """The location of `container[key]`, or `fallback` where none is known."""
+    if isinstance(container, (Mapping, Sequence)):
+        return container.loc_of(key)
+    return fallback
+
+
+def locate(tree: Any, path: tuple, fallback: Loc) -> Loc:
+    """The location of the value at `path` (keys and indices) below `tree`."""
+    loc = getattr(tree, "loc", fallback)
+    node = tree
+    for step in path:
+        if isinstance(node, Mapping) and step in node:
+            loc, node = node.loc_of(step), node[step]
+        elif isinstance(node, Sequence) and isinstance(step, int) and 0 <= step < len(node):
+            loc, node = node.loc_of(step), node[step]
+        else:
+            break
+    return loc
+
+
+def load_text(path: str | Path) -> tuple[str, str]:
+    """Read a spec file as UTF-8; returns (display path, text)."""
+    shown = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"no such spec file '{shown}'", Loc(shown, 1, 1)) from None
+    except IsADirectoryError:
+        raise SpecError(f"'{shown}' is a directory, not a spec file", Loc(shown, 1, 1)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read '{shown}': {exc.strerror}", Loc(shown, 1, 1)) from None
+    try:
+        return shown, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            Loc(shown, line, column),
+            hint="save the spec as UTF-8",
+        ) from None
+
+
+def parse_yaml(text: str, path: str) -> Mapping:
+    """Parse spec text into a located tree; the top level must be a mapping."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path, 1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(f"invalid YAML: {problem}", loc) from None
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        loc = Loc(path, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+        raise SpecError(f"invalid YAML: {exc.reason} {exc.character!r}", loc) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", Loc(path, 1, 1)) from None
+    if node is None:
+        raise SpecError(
+            "the spec is empty", Loc(path, 1, 1), hint="start with 'archc: 1', 'name:', 'input:' and 'body:'"
+        )
+    tree = _Converter(path).convert(node)
+    if not isinstance(tree, Mapping):
+        raise SpecError("a spec must be a mapping of keys such as 'archc', 'name', 'input', 'body'", _loc(path, node))
+    return tree
+
+
+def _loc(path: str, node: yaml.Node) -> Loc:
+    return Loc(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Converter:
+    """Walks a composed YAML node graph, building located plain values."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.count = 0
+        self.active: set[int] = set()
+        self.scalars = SafeConstructor()
+
+    def convert(self, node: yaml.Node) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise SpecError(
+                f"the spec expands to more than {MAX_VALUES:,} values (an alias bomb?)",
+                _loc(self.path, node),
+                hint="use blocks and 'repeat' instead of deeply nested YAML aliases",
+            )
+        if id(node) in self.active:
+            raise SpecError("a YAML alias refers to itself", _loc(self.path, node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag not in _SCALAR_TAGS:
+                raise self._bad_tag(node)
+            return self.scalars.construct_object(node, deep=True)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node)
+            return self._sequence(node)
+        finally:
+            self.active.discard(id(node))
+
+    def _bad_tag(self, node: yaml.Node) -> SpecError:
+        return SpecError(
+            f"YAML tag '{node.tag}' is not allowed in a spec",
+            _loc(self.path, node),
+            hint="specs hold plain values only: remove the '!' tag",
+        )
+
+    def _mapping(self, node: yaml.MappingNode) -> Mapping:
+        if node.tag != _MAP_TAG:
+            raise self._bad_tag(node)
+        out = Mapping()
+        out.loc, out.key_locs, out.value_locs = _loc(self.path, node), {}, {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError(
+                    "YAML merge keys ('<<') are not supported", _loc(self.path, key_node),
+                    hint="use 'defaults' or a block instead",
+                )
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_TAGS:
+                raise SpecError("a mapping key must be a plain name", _loc(self.path, key_node))
+            # The key's own text, not its YAML 1.1 reading: `on:` or `no:` stay names.
+            key = key_node.value
+            if key in out:
+                raise SpecError(
+                    f"duplicate key '{key}' (first at line {out.key_locs[key].line})",
+                    _loc(self.path, key_node), hint="each name may appear once in a mapping",
+                )
+            out.key_locs[key] = _loc(self.path, key_node)
+            out.value_locs[key] = _loc(self.path, value_node)
+            out[key] = self.convert(value_node)
+        return out
+
+    def _sequence(self, node: yaml.SequenceNode) -> Sequence:
+        if node.tag != _SEQ_TAG:
+            raise self._bad_tag(node)
+        out = Sequence()
+        out.loc, out.item_locs = _loc(self.path, node), []
+        for item in node.value:
+            out.item_locs.append(_loc(self.path, item))
+            out.append(self.convert(item))
+        return out

@@ -1,0 +1,240 @@
+"""Spec file -> `Spec`: the validated header of a network and its raw layers.
+
+In: a path.  Out: a `Spec` whose header (`archc`, `name`, `input`, `params`,
+`defaults`, `blocks`, `outputs`) has been checked by pydantic, and whose
+layer trees (`body`, each block's body) are kept as located YAML for
+`expand`, which validates each op's arguments once parameters are known.
+Every error is a `SpecError` pointing at the offending text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from .errors import Loc, SpecError, did_you_mean
+from .source import Mapping, Sequence, load_text, locate, parse_yaml
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
+
+# Keys that sit beside an item's op, block or container key.
+META_KEYS = ("from", "repeat", "when")
+CONTAINER_KEYS = ("seq", "concat", "add", "residual")
+CONTAINER_OPTIONS = {"add": ("act",), "residual": ("scale", "act", "shortcut")}
+RESERVED_NAMES = {"input"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutputSpec(_Model):
+    node: StrictStr = Field(description="name of the layer or block whose value is this output")
+    train_only: StrictBool = Field(False, description="exists only in training mode (auxiliary heads)")
+
+
+class BlockSpec(BaseModel):
+    """A reusable template: parameters, optional defaults, and one item as its body."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    params: Union[list[StrictStr], dict[StrictStr, Scalar]] = Field(
+        default_factory=list, description="parameter names, or a mapping of names to default values"
+    )
+    defaults: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
+    doc: Optional[StrictStr] = None
+
+
+class Header(_Model):
+    archc: Literal[1] = Field(description="format version of the spec language")
+    name: StrictStr = Field(pattern=NAME.pattern, description="identifier of the network")
+    title: Optional[StrictStr] = None
+    paper: Optional[StrictStr] = Field(None, description="citation of the paper the network comes from")
+    input: Union[list[Union[StrictInt, StrictStr]]] = Field(
+        min_length=1, max_length=3, description="one sample's input shape, e.g. [3, 224, 224]"
+    )
+    params: dict[StrictStr, Scalar] = Field(default_factory=dict, description="named values with defaults")
+    defaults: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict, description="per-op default arguments")
+    blocks: dict[StrictStr, BlockSpec] = Field(default_factory=dict, description="reusable parameterised blocks")
+    body: Union[dict[StrictStr, Any], list[Any]] = Field(description="the network: a sequence of layers")
+    outputs: Optional[dict[StrictStr, Union[StrictStr, OutputSpec]]] = Field(
+        None, description="named outputs; default: the last layer of body"
+    )
+
+
+@dataclass
+class Block:
+    name: str
+    params: list[str]
+    param_defaults: dict[str, Any]
+    defaults: Mapping
+    item: Mapping  # the block's body: one item
+    loc: Loc
+    param_locs: dict[str, Loc] = field(default_factory=dict)
+
+
+@dataclass
+class Spec:
+    """A loaded spec: validated header values and the located raw trees."""
+
+    path: str
+    tree: Mapping
+    name: str
+    title: Optional[str]
+    paper: Optional[str]
+    input: Sequence
+    params: dict[str, Any]
+    defaults: Mapping
+    blocks: dict[str, Block]
+    body: Any
+    outputs: Optional[Mapping]
+
+    def loc(self, *path: Any) -> Loc:
+        return locate(self.tree, path, self.tree.loc)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read, parse and validate the spec at `path`."""
+    shown, text = load_text(path)
+    return parse_spec(text, shown)
+
+
+def parse_spec(text: str, path: str = "<spec>") -> Spec:
+    """Validate spec `text` (as read from `path`, for messages)."""
+    tree = parse_yaml(text, path)
+    header = validate(Header, tree, tree, "spec")
+    for key in ("params", "blocks", "defaults"):
+        for name in tree.get(key) or {}:
+            if not NAME.match(name):
+                raise SpecError(f"'{name}' is not a valid name in '{key}'", tree[key].key_loc(name),
+                                hint="use letters, digits and underscores, not starting with a digit")
+    blocks = {name: _block(name, tree["blocks"], spec) for name, spec in header.blocks.items()}
+    return Spec(
+        path=path, tree=tree, name=header.name, title=header.title, paper=header.paper,
+        input=tree["input"], params=dict(header.params), defaults=tree.get("defaults") or _empty(tree),
+        blocks=blocks, body=tree["body"], outputs=tree.get("outputs"),
+    )
+
+
+def _empty(tree: Mapping) -> Mapping:
+    out = Mapping()
+    out.loc, out.key_locs, out.value_locs = tree.loc, {}, {}
+    return out
+
+
+def _block(name: str, blocks: Mapping, spec: BlockSpec) -> Block:
+    raw: Mapping = blocks[name]
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"block '{name}' must be a mapping with 'params' and a body", blocks.loc_of(name))
+    item = Mapping()
+    item.loc, item.key_locs, item.value_locs = raw.loc, {}, {}
+    for key, value in raw.items():
+        if key not in ("params", "defaults", "doc"):
+            item[key], item.key_locs[key], item.value_locs[key] = value, raw.key_loc(key), raw.loc_of(key)
+    if not item:
+        raise SpecError(f"block '{name}' has no body", raw.loc, hint="add one item, e.g. 'concat:' or 'seq:'")
+    if isinstance(spec.params, dict):
+        params, param_defaults = list(spec.params), dict(spec.params)
+        param_locs = {p: raw["params"].key_loc(p) for p in params}
+    else:
+        params, param_defaults = list(spec.params), {}
+        param_locs = {p: raw["params"].loc_of(i) for i, p in enumerate(params)} if "params" in raw else {}
+    for p in params:
+        if not NAME.match(p):
+            raise SpecError(f"'{p}' is not a valid parameter name", param_locs.get(p, raw.loc))
+    if len(set(params)) != len(params):
+        raise SpecError(f"block '{name}' lists a parameter twice", raw.loc_of("params"))
+    return Block(name, params, param_defaults, raw.get("defaults") or _empty(raw), item, raw.loc, param_locs)
+
+
+def validate(model: type[BaseModel], data: Any, tree: Any, what: str, loc: Optional[Loc] = None) -> Any:
+    """`model.model_validate(data)`, turning the first error into a located SpecError.
+
+    `tree` is the located YAML the data came from (pydantic's error paths are
+    looked up in it); `what` names the thing in the message, e.g. "conv 'conv1'".
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc, model, tree, what, loc) from None
+
+
+def spec_error(exc: ValidationError, model: type[BaseModel], tree: Any, what: str, loc: Optional[Loc]) -> SpecError:
+    err = exc.errors()[0]
+    path = tuple(err["loc"])
+    fallback = loc or getattr(tree, "loc", None) or Loc("<spec>", 1, 1)
+    field = path[0] if path else None
+    if err["type"] == "extra_forbidden":
+        key = path[-1]
+        parent = locate(tree, path[:-1], fallback)
+        container = _at(tree, path[:-1])
+        where = container.key_loc(key) if isinstance(container, Mapping) else parent
+        fields = _fields_at(model, path[:-1])
+        return SpecError(f"unknown key '{key}' in {what}", where,
+                         hint=did_you_mean(key, fields) or (f"valid keys: {', '.join(fields)}" if fields else None))
+    if err["type"] == "missing":
+        return SpecError(f"{what} needs '{'.'.join(map(str, path))}'", locate(tree, path[:-1], fallback))
+    # Union members add their type name to the path; the user's key is what matters.
+    keys = [p for p in path if isinstance(p, int) or p in _all_field_names(model) or _is_user_key(tree, path, p)]
+    where = locate(tree, tuple(keys), fallback)
+    message = err["msg"]
+    if err["type"] in ("literal_error",) and "expected" in err.get("ctx", {}):
+        message = f"expected one of {err['ctx']['expected']}"
+    got = err.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
+    label = ".".join(str(k) for k in keys) or str(field)
+    return SpecError(f"{what}: '{label}': {message}{shown}", where)
+
+
+def _at(tree: Any, path: tuple) -> Any:
+    node = tree
+    for step in path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _is_user_key(tree: Any, path: tuple, key: Any) -> bool:
+    prefix = path[: path.index(key)]
+    container = _at(tree, prefix)
+    return isinstance(container, dict) and key in container
+
+
+def _all_field_names(model: type[BaseModel]) -> set[str]:
+    names: set[str] = set()
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        for name, info in m.model_fields.items():
+            names.add(name)
+            for sub in _models_in(info.annotation):
+                if sub not in stack:
+                    stack.append(sub)
+    return names
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    current: Optional[type[BaseModel]] = model
+    for step in path:
+        if current is None or not isinstance(step, str) or step not in current.model_fields:
+            return []
+        subs = _models_in(current.model_fields[step].annotation)
+        current = subs[0] if subs else None
+    return sorted(current.model_fields) if current is not None else []
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        found.extend(_models_in(arg))
+    return found

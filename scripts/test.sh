@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up .venv, then run the test suite. Arguments are passed to pytest:
+#
+#   bash scripts/test.sh                 # whole suite
+#   bash scripts/test.sh -k shapes -x    # a subset
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" -m pytest "$@"
