@@ -24,7 +24,18 @@ class Loc:
         return f"{self.path}:{self.line}:{self.column}"
 
 
-class SpecError(Exception):
+class UserError(Exception):
+    """A mistake of the user's (a bad option, a missing tool): one line, exit code 2."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message, self.hint = message, hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"error: {self.message}" + (f" (hint: {self.hint})" if self.hint else "")
+
+
+class SpecError(UserError):
     """A mistake in a spec, with the place that caused it and what to change."""
 
     def __init__(self, message: str, loc: Loc | None = None, hint: str | None = None):

@@ -238,3 +238,54 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     for arg in get_args(annotation):
         found.extend(_models_in(arg))
     return found
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of spec language v1, built from the pydantic models.
+
+    The header comes from `Header`; every op's arguments from its model in the
+    op registry; items are "one op, block or container key plus meta keys".
+    Block names are the spec's own, so a block use validates as any key whose
+    value is a list or mapping of arguments.
+    """
+    from pydantic.json_schema import models_json_schema
+
+    from .ops import OPS, spec_ops
+
+    names = spec_ops()
+    _, top = models_json_schema([(OPS[n].args, "validation") for n in names] + [(Header, "validation")],
+                                ref_template="#/$defs/{model}")
+    defs = top["$defs"]
+    item_ref = {"$ref": "#/$defs/Item"}
+    group = {"anyOf": [item_ref, {"type": "array", "items": item_ref},
+                       {"type": "object", "additionalProperties": item_ref}]}
+    meta = {
+        "from": {"type": "string", "description": "take input from this earlier layer or block (or 'input')"},
+        "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\$"}]},
+        "when": {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": r"^\$"}]},
+    }
+    variants = []
+    for name in names:
+        args = {"anyOf": [{"$ref": f"#/$defs/{OPS[name].args.__name__}"}, {"type": "null"}]}
+        variants.append({"type": "object", "required": [name], "properties": {name: args, **meta},
+                         "additionalProperties": False, "description": OPS[name].doc})
+    variants.append({"type": "string", "enum": names, "description": "an op without arguments"})
+    variants.append({"type": "object", "required": ["seq"], "additionalProperties": False,
+                     "properties": {"seq": group, **meta}})
+    branches = {"type": "object", "additionalProperties": {"anyOf": [group, {"const": "identity"}]}}
+    variants.append({"type": "object", "required": ["concat"], "additionalProperties": False,
+                     "properties": {"concat": branches, **meta}})
+    variants.append({"type": "object", "required": ["add"], "additionalProperties": False,
+                     "properties": {"add": branches, "act": {"type": ["string", "null"]}, **meta}})
+    variants.append({"type": "object", "required": ["residual"], "additionalProperties": False,
+                     "properties": {"residual": group, "scale": {"type": ["number", "string"]},
+                                    "act": {"type": ["string", "null"]}, "shortcut": group, **meta}})
+    variants.append({"type": "object", "minProperties": 1, "description": "a block: {BLOCK: [args]} or {BLOCK: {name: value}}",
+                     "properties": meta, "additionalProperties": {"type": ["array", "object", "null"]},
+                     "propertyNames": {"not": {"enum": [*names, *CONTAINER_KEYS]}}})
+    defs["Item"] = {"anyOf": variants}
+    header = defs.pop("Header")
+    header["properties"]["body"] = {"anyOf": [{"type": "array", "items": item_ref},
+                                              {"type": "object", "additionalProperties": item_ref}]}
+    header.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "archc spec (v1)", "$defs": defs})
+    return header

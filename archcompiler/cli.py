@@ -1,0 +1,267 @@
+"""The `archc` command line: check, build, summary, draw, schema.
+
+Each command runs the pipeline as far as it needs and prints the result.
+A mistake of the user's prints one line `PATH:LINE:COL: error: MESSAGE` on
+stderr and exits 2; an internal fault exits 1 with a traceback.  Only
+`build` imports torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+import yaml
+
+from .errors import UserError
+
+app = typer.Typer(
+    name="archc",
+    help="Compile declarative YAML specs of convolutional networks: validate them, infer every shape, "
+    "count parameters and multiply-adds, draw them, and build runnable torch.nn.Modules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SPEC_ARG = typer.Argument(..., help="Path of the spec file (YAML), e.g. specs/googlenet.yaml.", show_default=False)
+SET_OPT = typer.Option(
+    None, "--set", metavar="KEY=VALUE",
+    help="Override a spec parameter, e.g. --set num_classes=10 --set aux_logits=false (repeatable).",
+)
+
+
+def _user_errors(command: Callable) -> Callable:
+    """Turn UserError into one line on stderr and exit 2; anything else is our fault: exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:  # `archc schema | head`: the reader has gone, which is fine
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+        except Exception:  # noqa: BLE001 - report an internal fault with its traceback
+            traceback.print_exc()
+            typer.echo("archc: internal error (a bug in archc, not in your spec); please report it", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def parse_overrides(pairs: Optional[List[str]]) -> dict[str, Any]:
+    """`["num_classes=10", "aux_logits=false"]` -> {"num_classes": 10, "aux_logits": False}."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got '{pair}'", hint="e.g. --set num_classes=10")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, (dict, list)):
+            raise UserError(f"--set {key.strip()}: the value must be a single number, true/false or a word")
+        out[key.strip()] = value
+    return out
+
+
+def _graph(spec: Path, overrides: Optional[List[str]]):
+    from . import compile_graph
+
+    return compile_graph(spec, **parse_overrides(overrides))
+
+
+def _depth(text: Optional[str]) -> Optional[int]:
+    if text is None or text == "full":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--depth takes a whole number or 'full', got '{text}'") from None
+    if value < 1:
+        raise UserError(f"--depth must be at least 1, got {value}")
+    return value
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file, so a failure leaves nothing half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
+    """Make `target` hold exactly `files`, swapping in a fully written directory."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@app.command()
+@_user_errors
+def check(spec: Path = SPEC_ARG, set_: Optional[List[str]] = SET_OPT) -> None:
+    """Validate SPEC and infer every layer's output shape (no torch)."""
+    graph = _graph(spec, set_)
+    outs = ", ".join(f"{o.name} {'x'.join(map(str, graph.nodes[o.node].shape))}" for o in graph.outputs.values())
+    typer.echo(f"{spec}: ok: {graph.name}, {len(graph.nodes)} layers, {len(graph.scopes)} blocks and groups; "
+               f"outputs: {outs}")
+
+
+@app.command()
+@_user_errors
+def summary(
+    spec: Path = SPEC_ARG,
+    format: str = typer.Option("table", "--format", "-f", help="table, json, csv or markdown."),
+    depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Fold rows nested deeper than N into their block's row (default: show all)."),
+    set_: Optional[List[str]] = SET_OPT,
+) -> None:
+    """Print parameters, multiply-adds and output shape of every block and layer (no torch)."""
+    from . import report
+    from .analysis import analyze
+
+    if format not in report.FORMATS:
+        raise UserError(f"--format must be one of {', '.join(report.FORMATS)}, got '{format}'")
+    rep = analyze(_graph(spec, set_))
+    d = _depth(depth)
+    if format == "table":
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:  # piped into a file: do not squeeze the table into 80 columns
+            console = Console(width=200)
+        console.print(report.to_table(rep, d))
+    else:
+        renderer = {"json": report.to_json, "csv": report.to_csv, "markdown": report.to_markdown}[format]
+        sys.stdout.write(renderer(rep, d) + ("" if format == "csv" else "\n"))
+
+
+@app.command()
+@_user_errors
+def draw(
+    spec: Path = SPEC_ARG,
+    output: Path = typer.Option(..., "--output", "-o", help="Output file; the format comes from its extension: .svg, .png, .pdf or .dot."),
+    depth: str = typer.Option("1", "--depth", "-d", help="Open blocks down to depth N, or 'full' for every layer."),
+    rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)."),
+    set_: Optional[List[str]] = SET_OPT,
+) -> None:
+    """Draw SPEC as a graphviz diagram: one box per block instance, shapes on the edges."""
+    from .draw import FORMATS, render
+
+    fmt = output.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise UserError(f"cannot tell the format of '{output}'", hint=f"end the file name in .{', .'.join(FORMATS)}")
+    if rankdir not in ("TB", "LR"):
+        raise UserError(f"--rankdir must be TB or LR, got '{rankdir}'")
+    data = render(_graph(spec, set_), fmt, _depth(depth), rankdir)
+    write_atomic(output, data)
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+@_user_errors
+def build(
+    spec: Path = SPEC_ARG,
+    out_dir: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the artifacts (default: build/NAME/)."),
+    seed: int = typer.Option(0, help="Seed of the weight initialisation."),
+    batch: int = typer.Option(2, help="Batch size of the self-check forward pass."),
+    set_: Optional[List[str]] = SET_OPT,
+) -> None:
+    """Compile SPEC to a torch model, check every runtime shape against the inferred one, write artifacts.
+
+    The artifacts are summary.json (the `summary --format json` report),
+    NAME.svg (the diagram; NAME.dot when Graphviz is not installed) and
+    forward.py (the generated forward, for reading).  They are written
+    together: on any error nothing in the directory changes.
+    """
+    from . import report
+    from .analysis import analyze
+    from .draw import render
+
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, got {batch}")
+    console = _console()
+    with console.status("validating and inferring shapes"):
+        graph = _graph(spec, set_)
+        rep = analyze(graph)
+    with console.status(f"building {graph.name} ({rep.total_params:,} parameters)"):
+        from .lower import lower, shape_mismatches
+
+        model = lower(graph, seed=seed)
+    with console.status(f"checking a forward pass on a batch of {batch}"):
+        mismatches = shape_mismatches(model, batch)
+    if mismatches:
+        for node, inferred, runtime in mismatches:
+            typer.echo(f"shape mismatch at '{node}': inferred {inferred}, ran {runtime}", err=True)
+        raise RuntimeError(f"{len(mismatches)} runtime shapes differ from the inferred ones")
+    runtime_params = sum(p.numel() for p in model.parameters())
+    if runtime_params != rep.total_params:
+        raise RuntimeError(f"static parameter count {rep.total_params} != compiled model's {runtime_params}")
+    fmt = "svg" if shutil.which("dot") else "dot"
+    files = {
+        "summary.json": report.to_json(rep).encode(),
+        f"{graph.name}.{fmt}": render(graph, fmt),
+        "forward.py": model.code.encode(),
+    }
+    target = out_dir or Path("build") / graph.name
+    replace_dir_atomic(target, files)
+    typer.echo(
+        f"built {graph.name}: {rep.total_params:,} parameters, {rep.total_macs / 1e9:.3f} GMACs; "
+        f"runtime shapes of all {len(graph.nodes)} layers match the inferred ones; "
+        f"wrote {target}/{{{', '.join(files)}}}"
+    )
+
+
+@app.command()
+@_user_errors
+def schema() -> None:
+    """Print the JSON Schema of the spec language (for editor completion and checking)."""
+    from .spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
