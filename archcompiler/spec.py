@@ -256,6 +256,11 @@ def json_schema() -> dict[str, Any]:
     _, top = models_json_schema([(OPS[n].args, "validation") for n in names] + [(Header, "validation")],
                                 ref_template="#/$defs/{model}")
     defs = top["$defs"]
+    expression = {"type": "string", "pattern": r"^\$", "description": "a $param or ${expression}"}
+    for def_name, definition in defs.items():  # any op argument may instead be an expression
+        if def_name.endswith("Args"):
+            for prop, schema in definition.get("properties", {}).items():
+                definition["properties"][prop] = {"anyOf": [schema, expression]}
     item_ref = {"$ref": "#/$defs/Item"}
     group = {"anyOf": [item_ref, {"type": "array", "items": item_ref},
                        {"type": "object", "additionalProperties": item_ref}]}
