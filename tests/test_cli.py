@@ -1,0 +1,163 @@
+"""The `archc` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SPEC = str(ROOT / "specs" / "googlenet.yaml")
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+
+
+def archc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_check_reports_layers_and_outputs():
+    r = archc("check", SPEC)
+    assert r.returncode == 0, r.stderr
+    assert "ok: googlenet, 97 layers" in r.stdout and "logits 1000" in r.stdout
+
+
+def test_summary_json_has_the_documented_fields_and_a_row_per_layer_and_block():
+    r = archc("summary", SPEC, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["name"] == "googlenet" and data["input"] == [3, 224, 224]
+    assert data["total_params"] == 13_004_888 and data["total_macs"] == 1_498_376_192
+    rows = {n["name"]: n for n in data["nodes"]}
+    for row in data["nodes"]:
+        assert {"name", "op", "output_shape", "params", "macs"} <= row.keys()
+    assert rows["inception3a"]["kind"] == "block" and rows["inception3a"]["op"] == "inception"
+    assert rows["inception3a"]["output_shape"] == [256, 28, 28]
+    assert rows["inception3a.branch2.1"] == {**rows["inception3a.branch2.1"], "kind": "layer", "op": "conv",
+                                             "output_shape": [128, 28, 28], "params": 110_848}
+    layers = [n for n in data["nodes"] if n["kind"] == "layer"]
+    assert sum(n["params"] for n in layers) == data["total_params"]
+    assert sum(n["macs"] for n in layers if not n["train_only"]) == data["total_macs"]
+    assert sum(1 for n in data["nodes"] if n["kind"] == "block") == 9 + 2  # inception modules and aux heads
+
+
+def test_summary_depth_folds_rows_into_blocks():
+    data = json.loads(archc("summary", SPEC, "--format", "json", "--depth", "1").stdout)
+    names = [n["name"] for n in data["nodes"]]
+    assert "inception3a" in names and not any(n.startswith("inception3a.") for n in names)
+    assert sum(n["params"] for n in data["nodes"]) == data["total_params"]
+
+
+def test_summary_csv_and_markdown_carry_the_same_totals():
+    rows = list(csv.DictReader(io.StringIO(archc("summary", SPEC, "--format", "csv", "--depth", "1").stdout)))
+    assert sum(int(r["params"]) for r in rows) == 13_004_888
+    md = archc("summary", SPEC, "--format", "markdown").stdout
+    assert "| name | op | output | params | MACs |" in md and "**13,004,888**" in md
+
+
+def test_summary_table_shows_totals():
+    r = archc("summary", SPEC, "--depth", "1")
+    assert r.returncode == 0 and "13,004,888" in r.stdout and "inception5b" in r.stdout
+
+
+def test_set_overrides_params_and_rejects_unknown_ones():
+    data = json.loads(archc("summary", SPEC, "-f", "json", "--set", "aux_logits=false").stdout)
+    assert data["total_params"] == 6_624_904
+    r = archc("summary", SPEC, "--set", "num_clases=10")
+    assert r.returncode == 2 and "unknown parameter 'num_clases'" in r.stderr and "num_classes" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = archc("summary", SPEC, "--set", "num_classes")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr
+    r = archc("check", SPEC, "--set", "aux_logits=3")
+    assert r.returncode == 2 and "aux_logits" in r.stderr
+
+
+def test_bad_options_exit_2_with_one_line():
+    for args in (["summary", SPEC, "--format", "xml"], ["summary", SPEC, "--depth", "0"],
+                 ["draw", SPEC, "-o", "/tmp/x.gif"], ["check", "no/such/spec.yaml"]):
+        r = archc(*args)
+        assert r.returncode == 2, args
+        assert "Traceback" not in r.stderr
+
+
+@needs_dot
+def test_build_writes_all_artifacts(tmp_path):
+    out = tmp_path / "gn"
+    r = archc("build", SPEC, "-o", str(out), "--set", "num_classes=10")
+    assert r.returncode == 0, r.stderr
+    assert "runtime shapes of all 97 layers match" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["forward.py", "googlenet.svg", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["nodes"][-1]["output_shape"] == [10]
+    ET.fromstring((out / "googlenet.svg").read_text())
+    compile((out / "forward.py").read_text(), "forward.py", "exec")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left over
+
+
+def test_build_of_a_bad_spec_leaves_nothing_behind(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(SPEC).read_text().replace("out: 64, k: 7", "out: 64, k: 700"))
+    out = tmp_path / "out"
+    r = archc("build", str(bad), "-o", str(out))
+    assert r.returncode == 2 and str(bad) in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_build_replaces_an_existing_directory_whole(tmp_path):
+    out = tmp_path / "gn"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    assert archc("build", SPEC, "-o", str(out), "--set", "aux_logits=false").returncode == 0
+    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
+
+
+@needs_dot
+@pytest.mark.parametrize("fmt", ["svg", "png", "pdf", "dot"])
+def test_draw_each_format(tmp_path, fmt):
+    out = tmp_path / f"g.{fmt}"
+    r = archc("draw", SPEC, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    data = out.read_bytes()
+    if fmt == "svg":
+        text = ET.tostring(ET.fromstring(data), encoding="unicode")
+        for name in ("inception3a", "inception5b", "aux1", "aux2", "conv1"):
+            assert name in text
+    elif fmt == "png":
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    elif fmt == "pdf":
+        assert data.startswith(b"%PDF")
+    else:
+        assert data.startswith(b"digraph googlenet")
+
+
+def test_draw_depth_full_shows_every_layer(tmp_path):
+    out = tmp_path / "g.dot"
+    assert archc("draw", SPEC, "-o", str(out), "--depth", "full").returncode == 0
+    text = out.read_text()
+    assert '"inception3a.branch2.1"' in text and "cluster_inception3a" in text
+    shallow = tmp_path / "s.dot"
+    assert archc("draw", SPEC, "-o", str(shallow)).returncode == 0
+    assert "inception3a.branch2.1" not in shallow.read_text()
+
+
+def test_schema_is_valid_and_accepts_the_specs():
+    import jsonschema
+    import yaml
+
+    schema = json.loads(archc("schema").stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for spec in sorted((ROOT / "specs").glob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(spec.read_text()), schema)
+
+
+def test_help_explains_every_command():
+    r = archc("--help")
+    assert r.returncode == 0
+    for command in ("check", "build", "summary", "draw", "schema"):
+        assert command in r.stdout
+    assert "--set" in archc("build", "--help").stdout
