@@ -39,10 +39,9 @@ class SpecError(UserError):
     """A mistake in a spec, with the place that caused it and what to change."""
 
     def __init__(self, message: str, loc: Loc | None = None, hint: str | None = None):
-        self.message = message
         self.loc = loc
-        self.hint = hint
-        super().__init__(str(self))
+        # UserError sets .message and .hint; passing str(self) there would repeat "PATH:L:C: error:".
+        super().__init__(message, hint)
 
     @property
     def path(self) -> str | None:

@@ -102,9 +102,9 @@ class _Expander:
         for name, block in spec.blocks.items():
             local = set(block.params)
             block_used: set[str] = set()
-            for text, loc in _expressions(block.item, block.loc, skip=()):
+            for text, loc in _expressions(block.item, block.loc):
                 block_used |= self._names(text, loc, local | globals_, f"block '{name}'")
-            for text, loc in _expressions(block.defaults, block.loc, skip=()):
+            for text, loc in _expressions(block.defaults, block.loc):
                 block_used |= self._names(text, loc, local | globals_, f"block '{name}'")
             for p in block.params:
                 if p not in block_used:
@@ -113,7 +113,7 @@ class _Expander:
             used |= block_used - local
         for key in ("body", "input", "outputs", "defaults"):
             if key in spec.tree:
-                for text, loc in _expressions(spec.tree[key], spec.tree.loc_of(key), skip=()):
+                for text, loc in _expressions(spec.tree[key], spec.tree.loc_of(key)):
                     used |= self._names(text, loc, globals_, "the spec")
         for p in spec.params:
             if p not in used:
@@ -237,7 +237,8 @@ class _Expander:
         if op.internal:
             raise SpecError(f"'{item.kind}' is not an op a spec can use", item.loc)
         path = self._claim(prefix, name or item.kind, item.loc)
-        if ctx.block is not None:  # a block whose whole body is this op
+        block_root = ctx.block is not None
+        if block_root:  # a block whose whole body is this op: the op is the block instance
             ctx = self._block_scope(path, "op", item.loc, ctx)
         raw_args = item.value if item.value is not None else _located({}, item.loc)
         if not isinstance(raw_args, Mapping):
@@ -249,7 +250,7 @@ class _Expander:
         values = self._substitute(merged, item.loc, ctx)
         args = validate(op.args, _plain(values), values, f"{item.kind} '{path}'", item.loc)
         self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes))
-        if ctx.block is None and self.scopes.get(path) and self.scopes[path].kind == "op":
+        if block_root:
             self.scopes[path].output = path
         self._register(name, path, ctx)
         return path
@@ -260,8 +261,6 @@ class _Expander:
             chain = " -> ".join((*ctx.blocks, block.name))
             raise SpecError(f"block '{block.name}' uses itself ({chain})", item.loc)
         bound = self._bind_block_args(block, item, ctx)
-        names = _Names(None)
-        names.parent = None
         sub = _Ctx({**self.params, **bound}, (self.spec.defaults, block.defaults), ctx.scopes, _Names(ctx.names),
                    (*ctx.blocks, block.name), (block.name, bound))
         body = self._classify(block.item, block.loc)
@@ -330,7 +329,7 @@ class _Expander:
         return out
 
     def _join(self, path: str, op: str, inputs: list[str], options: dict[str, Any], item: _Item, ctx: _Ctx) -> str:
-        node_id = f"{path}.{op.split('_')[-1] if op != 'concat' else 'concat'}"
+        node_id = f"{path}.{'concat' if op == 'concat' else 'add'}"
         if node_id in self.taken:
             raise SpecError(f"the name '{node_id}' is needed for the join of '{path}' but is already used",
                             self.taken[node_id])
@@ -598,13 +597,13 @@ def _plain(tree: Any) -> Any:
     return tree
 
 
-def _expressions(tree: Any, loc: Loc, skip: tuple) -> Iterator[tuple[str, Loc]]:
+def _expressions(tree: Any, loc: Loc) -> Iterator[tuple[str, Loc]]:
     """Every `$...` string below `tree`, with its location."""
     if isinstance(tree, dict):
         for key, value in tree.items():
-            yield from _expressions(value, loc_of(tree, key, loc), skip)
+            yield from _expressions(value, loc_of(tree, key, loc))
     elif isinstance(tree, list):
         for i, value in enumerate(tree):
-            yield from _expressions(value, loc_of(tree, i, loc), skip)
+            yield from _expressions(value, loc_of(tree, i, loc))
     elif expr.is_expression(tree):
         yield tree, loc

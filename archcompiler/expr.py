@@ -66,7 +66,20 @@ def source_of(text: str) -> str:
 def names_in(text: str) -> set[str]:
     """The parameter names an expression refers to."""
     tree = _parse(source_of(text))
+    # Refuse what `evaluate` would refuse before naming names: in `${max(a, b)}` the
+    # problem is the call, not an unknown parameter 'max'.
+    for parent in ast.walk(tree):
+        for child in ast.iter_child_nodes(parent):
+            if isinstance(child, (ast.operator, ast.unaryop, ast.cmpop)) and type(child) not in {**_BINARY, **_UNARY, **_COMPARE}:
+                raise ExprError(f"operator in '{ast.unparse(parent)}' is not allowed", hint=_ALLOWED_HINT)
+            if not isinstance(child, _ALLOWED_NODES):
+                raise ExprError(f"'{ast.unparse(child)}' is not allowed in an expression", hint=_ALLOWED_HINT)
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+_ALLOWED_HINT = "only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else"
+_ALLOWED_NODES = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.IfExp, ast.Name, ast.Constant, ast.Load,
+                  ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 
 
 def evaluate(text: str, scope: Mapping[str, Any]) -> Any:

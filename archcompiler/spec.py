@@ -54,7 +54,7 @@ class Header(_Model):
     name: StrictStr = Field(pattern=NAME.pattern, description="identifier of the network")
     title: Optional[StrictStr] = None
     paper: Optional[StrictStr] = Field(None, description="citation of the paper the network comes from")
-    input: Union[list[Union[StrictInt, StrictStr]]] = Field(
+    input: list[Union[StrictInt, StrictStr]] = Field(
         min_length=1, max_length=3, description="one sample's input shape, e.g. [3, 224, 224]"
     )
     params: dict[StrictStr, Scalar] = Field(default_factory=dict, description="named values with defaults")

@@ -33,8 +33,8 @@ echo "== archc build $SPEC -o $OUT"
 "$ARCHC" build "$SPEC" -o "$OUT"
 
 echo
-echo "== archc summary $SPEC"
-"$ARCHC" summary "$SPEC"
+echo "== archc summary $SPEC --depth 1"
+"$ARCHC" summary "$SPEC" --depth 1
 
 echo
 if command -v dot >/dev/null 2>&1; then
