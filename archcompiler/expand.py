@@ -536,8 +536,9 @@ class _Expander:
 
     def _mark_training_only(self, dag: nx.DiGraph, outputs: dict[str, Output]) -> None:
         for key, out in list(outputs.items()):
-            ref, names, loc = self.pending[out.node]
-            outputs[key] = replace(out, node=self._lookup(ref, names, loc))
+            if out.node in self.pending:  # declared under `outputs:` by name
+                ref, names, loc = self.pending[out.node]
+                outputs[key] = replace(out, node=self._lookup(ref, names, loc))
         needed_eval: set[str] = set()
         needed: set[str] = set()
         for out in outputs.values():
