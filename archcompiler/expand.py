@@ -140,16 +140,20 @@ class _Expander:
             raise SpecError(str(exc), loc, hint=exc.hint or did_you_mean(exc.name or "", ctx.vars)) from None
 
     def _substitute(self, tree: Any, loc: Loc, ctx: _Ctx) -> Any:
-        """A copy of `tree` with every expression evaluated, keeping locations."""
+        """`tree` with every expression evaluated, keeping locations (unchanged parts are shared)."""
         if isinstance(tree, Mapping):
-            out = Mapping()
-            out.loc, out.key_locs, out.value_locs = tree.loc, dict(tree.key_locs), dict(tree.value_locs)
-            for key, value in tree.items():
-                out[key] = self._substitute(value, tree.loc_of(key), ctx)
+            values = {key: self._substitute(value, tree.loc_of(key), ctx) for key, value in tree.items()}
+            if all(values[key] is tree[key] for key in tree):
+                return tree
+            out = Mapping(values)
+            out.loc, out.key_locs, out.value_locs = tree.loc, tree.key_locs, tree.value_locs
             return out
         if isinstance(tree, Sequence):
-            out_list = Sequence(self._substitute(v, tree.loc_of(i), ctx) for i, v in enumerate(tree))
-            out_list.loc, out_list.item_locs = tree.loc, list(tree.item_locs)
+            items = [self._substitute(v, tree.loc_of(i), ctx) for i, v in enumerate(tree)]
+            if all(new is old for new, old in zip(items, tree)):
+                return tree
+            out_list = Sequence(items)
+            out_list.loc, out_list.item_locs = tree.loc, tree.item_locs
             return out_list
         return self._eval(tree, loc, ctx)
 

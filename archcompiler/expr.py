@@ -10,6 +10,7 @@ comparisons, `and` / `or` / `not` and `a if cond else b`.  Anything else
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 from typing import Any, Callable, Mapping
@@ -87,6 +88,7 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
     return _Evaluator(scope).visit(_parse(source_of(text)).body)
 
 
+@functools.lru_cache(maxsize=4096)  # specs repeat the same few expressions many times
 def _parse(source: str) -> ast.Expression:
     if not source.strip():
         raise ExprError("empty expression")
