@@ -77,6 +77,11 @@ class _Expander:
         self.pending: dict[str, tuple[str, _Names, Loc]] = {}  # token -> (reference, names, loc)
         self.omitted: set[str] = set()
         self.kinds = set(OPS) | set(spec.blocks) | set(CONTAINER_KEYS)
+        for defaults in (spec.defaults, *(b.defaults for b in spec.blocks.values())):
+            for op in defaults:
+                if op not in spec_ops():
+                    raise SpecError(f"'defaults' names '{op}', which is not an op", defaults.key_loc(op),
+                                    hint=did_you_mean(op, spec_ops()) or "defaults apply to ops such as conv or maxpool")
 
     # -- parameters -----------------------------------------------------
 
@@ -88,12 +93,17 @@ class _Expander:
                 raise SpecError(f"unknown parameter '{key}' in an override; this spec's parameters: "
                                 f"{', '.join(params) or 'none'}", where, hint=did_you_mean(key, params))
             default = params[key]
-            if default is not None and not _same_type(default, value):
-                raise SpecError(f"parameter '{key}' is a {type(default).__name__} (default {default!r}), "
+            if default is not None and not expr.is_expression(default) and not _same_type(default, value):
+                raise SpecError(f"parameter '{key}' has type {type(default).__name__} (default {default!r}), "
                                 f"got {value!r}", self.spec.tree["params"].loc_of(key))
             params[key] = value
         self._check_param_use()
-        return params
+        bound: dict[str, Any] = {}
+        for key, value in params.items():  # a default may be computed from earlier parameters
+            if key not in overrides:
+                value = self._eval(value, self.spec.tree["params"].loc_of(key), _Ctx(bound, (), (), _Names()))
+            bound[key] = value
+        return bound
 
     def _check_param_use(self) -> None:
         spec = self.spec
@@ -106,12 +116,16 @@ class _Expander:
                 block_used |= self._names(text, loc, local | globals_, f"block '{name}'")
             for text, loc in _expressions(block.defaults, block.loc):
                 block_used |= self._names(text, loc, local | globals_, f"block '{name}'")
+            for p, default in block.param_defaults.items():
+                if expr.is_expression(default):
+                    block_used |= self._names(default, block.param_locs.get(p, block.loc), local | globals_,
+                                              f"block '{name}'")
             for p in block.params:
                 if p not in block_used:
                     raise SpecError(f"parameter '{p}' of block '{name}' is never used", block.param_locs.get(p, block.loc),
                                     hint="remove it, or use it as '$" + p + "'")
             used |= block_used - local
-        for key in ("body", "input", "outputs", "defaults"):
+        for key in ("body", "input", "outputs", "defaults", "params"):
             if key in spec.tree:
                 for text, loc in _expressions(spec.tree[key], spec.tree.loc_of(key)):
                     used |= self._names(text, loc, globals_, "the spec")
@@ -201,18 +215,20 @@ class _Expander:
                 raise SpecError("an empty sequence", loc, hint="give it at least one layer")
             for key, entry in raw.items():
                 self._check_name(key, raw.key_loc(key))
-                inp = self._item(entry, raw.loc_of(key), key, prefix, inp, ctx)
+                out = self._item(entry, raw.loc_of(key), key, prefix, inp, ctx)
+                inp = inp if out is None else out
             return inp
-        return self._item(raw, loc, None, prefix, inp, ctx)
+        out = self._item(raw, loc, None, prefix, inp, ctx)
+        return inp if out is None else out
 
-    def _item(self, raw: Any, loc: Loc, name: Optional[str], prefix: str, inp: str, ctx: _Ctx) -> str:
-        """Expand one named item (handling `when` and a named `repeat`)."""
+    def _item(self, raw: Any, loc: Loc, name: Optional[str], prefix: str, inp: str, ctx: _Ctx) -> Optional[str]:
+        """Expand one named item (handling `when` and a named `repeat`); None if `when` drops it."""
         item = self._classify(raw, loc)
         if not self._when(item, ctx):
             if name is not None:
                 self.omitted.add(prefix + name)
                 ctx.names.entries.pop(name, None)
-            return inp
+            return None
         if "repeat" in item.meta:
             count = self._repeat(item, ctx)
             path = self._claim(prefix, name or "repeat", item.loc)
@@ -267,16 +283,18 @@ class _Expander:
         bound = self._bind_block_args(block, item, ctx)
         sub = _Ctx({**self.params, **bound}, (self.spec.defaults, block.defaults), ctx.scopes, _Names(ctx.names),
                    (*ctx.blocks, block.name), (block.name, bound))
-        body = self._classify(block.item, block.loc)
-        out = self._dispatch(body, name or block.name, prefix, inp, sub)
+        out = self._item(block.item, block.loc, name or block.name, prefix, inp, sub)
+        if out is None:  # the block's own `when:` is false
+            return inp
         self._register(name, out, ctx)
         return out
 
     def _bind_block_args(self, block: Any, item: _Item, ctx: _Ctx) -> dict[str, Any]:
         value, loc = item.value, item.loc
         signature = f"{block.name}({', '.join(block.params)})"
-        if value is None:
-            value = []
+        if value is None:  # `a: blk` or `a: {blk: null}` for a block without parameters
+            value = Sequence()
+            value.loc, value.item_locs = loc, []
         if isinstance(value, Sequence):
             if len(value) > len(block.params) or len(value) < len([p for p in block.params if p not in block.param_defaults]):
                 raise SpecError(f"block '{block.name}' takes {len(block.params)} argument(s) {signature}, "
@@ -295,8 +313,9 @@ class _Expander:
             if p not in bound:
                 if p not in block.param_defaults:
                     raise SpecError(f"block '{block.name}' needs argument '{p}'; it takes {signature}", loc)
-                bound[p] = block.param_defaults[p]
-        return bound
+                default = block.param_defaults[p]
+                bound[p] = self._eval(default, block.param_locs.get(p, loc), replace(ctx, vars={**self.params, **bound}))
+        return {p: bound[p] for p in block.params}  # the block's own order, whatever the call's
 
     def _container(self, item: _Item, name: Optional[str], prefix: str, inp: str, ctx: _Ctx) -> str:
         kind = item.kind
@@ -319,15 +338,18 @@ class _Expander:
                 if branch == "identity" or branch is None:
                     outs.append(inp)
                     continue
-                outs.append(self._item(branch, branches.loc_of(key), key, child_prefix, inp, sub))
+                out = self._item(branch, branches.loc_of(key), key, child_prefix, inp, sub)
+                if out is not None:  # a branch whose `when:` is false is left out, not passed through
+                    outs.append(out)
             if len(outs) < 2:
                 raise SpecError(f"'{kind}' needs at least two branches", item.loc)
             out = self._join(path, kind, outs, options, item, sub)
         else:  # residual: out = act(shortcut + scale * body)
             body_out = self._group(item.value, item.loc, child_prefix, inp, sub, named=None)
             shortcut = item.meta.get("shortcut")
-            short_out = inp if shortcut in (None, "identity") else self._item(
+            short_out = None if shortcut in (None, "identity") else self._item(
                 shortcut, item.raw.loc_of("shortcut"), "shortcut", child_prefix, inp, sub)
+            short_out = inp if short_out is None else short_out
             out = self._join(path, "residual_add", [short_out, body_out], options, item, sub)
         self._close_scope(path, out, name, ctx)
         return out
@@ -426,12 +448,17 @@ class _Expander:
             return True
         if not isinstance(raw, Mapping):
             return False
-        kinds = [k for k in raw if k in self.kinds]
+        kinds = self._kind_keys(raw)
         if len(kinds) == 1:
             allowed = set(META_KEYS) | set(CONTAINER_OPTIONS.get(kinds[0], ()))
             others = [k for k in raw if k != kinds[0]]
             return all(k in allowed or not isinstance(raw[k], (Mapping, Sequence)) for k in others)
         return False
+
+    def _kind_keys(self, raw: Mapping) -> list[str]:
+        """The op, block or container keys of a mapping (a container's options, like `scale`, are not)."""
+        options = {o for k in raw if k in CONTAINER_OPTIONS for o in CONTAINER_OPTIONS[k]}
+        return [k for k in raw if k in self.kinds and k not in options]
 
     def _classify(self, raw: Any, loc: Loc) -> _Item:
         if isinstance(raw, str):
@@ -442,7 +469,7 @@ class _Expander:
             return _Item("seq", raw, {}, loc, _located({"seq": raw}, loc))
         if not isinstance(raw, Mapping) or not raw:
             raise SpecError(f"expected a layer (e.g. {{conv: {{out: 64, k: 3}}}}), got {raw!r}", loc)
-        kinds = [k for k in raw if k in self.kinds]
+        kinds = self._kind_keys(raw)
         if self._is_item(raw):
             kind = kinds[0]
             allowed = set(META_KEYS) | set(CONTAINER_OPTIONS.get(kind, ()))
@@ -484,6 +511,8 @@ class _Expander:
             token = f"\0from{len(self.pending)}"
             self.pending[token] = (spec.node, names, loc)
             outputs[key] = Output(key, token, spec.train_only, loc)
+        if not outputs:
+            raise SpecError("every output names a layer switched off by its 'when:'", self.spec.loc("outputs"))
         if not any(not o.train_only for o in outputs.values()):
             raise SpecError("every output is train_only; the model would return nothing in eval mode",
                             self.spec.loc("outputs"))

@@ -212,15 +212,13 @@ def fmt_shape(shape: Shape) -> str:
 def _window_out(size: int, k: int, s: int, lo: int, hi: int, d: int, ceil: bool) -> int:
     """Output length of a sliding window, with PyTorch's rounding rules."""
     span = size + lo + hi - d * (k - 1) - 1
-    if span < 0:
-        return 0
     if not ceil:
-        return span // s + 1
-    out = -(-span // s) + 1
+        return max(span // s + 1, 0)
+    out = -(-span // s) + 1  # ceil(span / s) + 1, also for a window longer than the input
     # PyTorch drops a last window that would start inside the right padding.
-    if (out - 1) * s >= size + lo:
+    if out > 0 and (out - 1) * s >= size + lo:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def conv_padding(a: ConvArgs, h: int, w: int) -> tuple[int, int, int, int]:

@@ -112,6 +112,12 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             if not NAME.match(name):
                 raise SpecError(f"'{name}' is not a valid name in '{key}'", tree[key].key_loc(name),
                                 hint="use letters, digits and underscores, not starting with a digit")
+    from .ops import OPS
+
+    for name in header.blocks:
+        if name in OPS or name in CONTAINER_KEYS or name in META_KEYS:
+            raise SpecError(f"block name '{name}' is taken by the built-in '{name}'", tree["blocks"].key_loc(name),
+                            hint="give the block another name")
     blocks = {name: _block(name, tree["blocks"], spec) for name, spec in header.blocks.items()}
     return Spec(
         path=path, tree=tree, name=header.name, title=header.title, paper=header.paper,

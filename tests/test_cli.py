@@ -161,3 +161,12 @@ def test_help_explains_every_command():
     for command in ("check", "build", "summary", "draw", "schema"):
         assert command in r.stdout
     assert "--set" in archc("build", "--help").stdout
+
+
+def test_readme_error_example_is_what_archc_prints(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ cat bad.yaml\n", 1)[1].split("```", 1)[0]
+    spec_text, _, rest = block.partition("$ archc check bad.yaml\n")
+    (tmp_path / "bad.yaml").write_text(spec_text)
+    r = archc("check", "bad.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == rest.strip()

@@ -1,0 +1,698 @@
+"""expand: naming, containers, meta keys, parameters, blocks, defaults, scopes, outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from archcompiler import SpecError
+from archcompiler.expand import expand
+from archcompiler.graph import INPUT
+
+from conftest import make_spec
+
+C1 = "{conv: {out: 3, k: 1}}"  # a shape-neutral layer for 3-channel inputs
+
+
+def graph(body: str, overrides: dict | None = None, **header):
+    return expand(make_spec(body, **header), **(overrides or {}))
+
+
+def inputs(g) -> dict[str, list[str]]:
+    return {n.id: n.inputs for n in g.nodes.values()}
+
+
+def error(body: str, overrides: dict | None = None, **header) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        graph(body, overrides, **header)
+    return info.value
+
+
+# -- naming -----------------------------------------------------------------
+
+
+def test_list_items_are_named_by_position_including_parameter_free_layers():
+    g = graph(f"""
+    - {C1}
+    - relu
+    - {{maxpool: {{k: 2}}}}
+    - flatten
+    """, outputs="o: '3'")
+    assert list(g.nodes) == ["0", "1", "2", "3"]
+    assert [n.op for n in g.nodes.values()] == ["conv", "relu", "maxpool", "flatten"]
+    assert inputs(g) == {"0": [INPUT], "1": ["0"], "2": ["1"], "3": ["2"]}
+    assert g.scopes == {}
+
+
+def test_named_mapping_body_chains_in_order():
+    g = graph(f"""
+    stem: {C1}
+    act: relu
+    pool: {{maxpool: {{k: 2}}}}
+    """, outputs="o: pool")
+    assert inputs(g) == {"stem": [INPUT], "act": ["stem"], "pool": ["act"]}
+
+
+def test_seq_with_list_and_mapping():
+    g = graph(f"""
+    a:
+      seq: [{C1}, relu]
+    b:
+      seq: {{x: {C1}, y: relu}}
+    """, outputs="o: b")
+    assert list(g.nodes) == ["a.0", "a.1", "b.x", "b.y"]
+    assert inputs(g) == {"a.0": [INPUT], "a.1": ["a.0"], "b.x": ["a.1"], "b.y": ["b.x"]}
+    assert g.scopes["a"].kind == "seq" and g.scopes["a"].output == "a.1"
+    assert g.scopes["b"].nodes == ["b.x", "b.y"] and g.scopes["b"].output == "b.y"
+
+
+def test_bare_list_as_named_item_is_a_positional_seq():
+    g = graph(f"""
+    blk: [{C1}, relu, {C1}]
+    """, outputs="o: blk")
+    assert list(g.nodes) == ["blk.0", "blk.1", "blk.2"]
+    assert g.scopes["blk"].kind == "seq"
+    assert g.outputs["o"].node == "blk.2"
+
+
+def test_named_chain_mapping_in_item_position():
+    g = graph(f"""
+    blk:
+      first: {C1}
+      second: relu
+    """, outputs="o: blk")
+    assert list(g.nodes) == ["blk.first", "blk.second"]
+    assert g.scopes["blk"].output == "blk.second"
+
+
+# -- containers -------------------------------------------------------------
+
+
+def test_concat_branches_and_join_node():
+    g = graph(f"""
+    stem: {C1}
+    cat:
+      concat:
+        x: {{conv: {{out: 2, k: 1}}}}
+        y: identity
+        z: [{{maxpool: {{k: 3, s: 1, pad: 1}}}}, {{conv: {{out: 5, k: 1}}}}]
+    """, outputs="o: cat")
+    assert list(g.nodes) == ["stem", "cat.x", "cat.z.0", "cat.z.1", "cat.concat"]
+    join = g.nodes["cat.concat"]
+    assert join.op == "concat"
+    assert join.inputs == ["cat.x", "stem", "cat.z.1"]  # mapping order; identity = the container's input
+    assert g.nodes["cat.x"].inputs == ["stem"] and g.nodes["cat.z.0"].inputs == ["stem"]
+    assert g.scopes["cat"].kind == "concat" and g.scopes["cat"].output == "cat.concat"
+    assert g.scopes["cat.z"].parent == "cat"
+    assert g.outputs["o"].node == "cat.concat"
+
+
+def test_add_join_node_and_act():
+    g = graph(f"""
+    stem: {C1}
+    sum:
+      add: {{p: {C1}, q: identity, r: [{C1}, relu]}}
+      act: relu
+    """, outputs="o: sum")
+    join = g.nodes["sum.add"]
+    assert join.op == "add"
+    assert join.inputs == ["sum.p", "stem", "sum.r.1"]
+    assert join.args.act == "relu" and join.args.scale == 1.0
+
+
+def test_residual_body_children_are_direct_and_identity_shortcut():
+    g = graph(f"""
+    stem: {C1}
+    res:
+      residual: [{C1}, relu]
+      act: relu
+    """, outputs="o: res")
+    assert list(g.nodes) == ["stem", "res.0", "res.1", "res.add"]
+    join = g.nodes["res.add"]
+    assert join.op == "residual_add"
+    assert join.inputs == ["stem", "res.1"]  # (shortcut, body)
+    assert join.args.act == "relu"
+    assert g.scopes["res"].kind == "residual" and g.scopes["res"].output == "res.add"
+    assert set(g.scopes) == {"res"}  # no extra level for the body
+
+
+def test_residual_named_body_and_shortcut_child():
+    g = graph(f"""
+    res:
+      residual: {{a: {{conv: {{out: 8, k: 1}}}}, b: relu}}
+      shortcut: {{conv: {{out: 8, k: 1}}}}
+    """, outputs="o: res")
+    assert list(g.nodes) == ["res.a", "res.b", "res.shortcut", "res.add"]
+    assert g.nodes["res.shortcut"].inputs == [INPUT]
+    assert g.nodes["res.a"].inputs == [INPUT]
+    assert g.nodes["res.add"].inputs == ["res.shortcut", "res.b"]
+
+
+def test_residual_scale_option():
+    g = graph(f"""
+    res:
+      residual: [{C1}, relu]
+      scale: 0.25
+      act: relu
+    """, outputs="o: res")
+    assert g.nodes["res.add"].args.scale == 0.25
+    assert g.nodes["res.add"].args.act == "relu"
+    assert list(g.nodes) == ["res.0", "res.1", "res.add"]
+
+
+def test_scale_op_still_usable_as_a_layer():
+    g = graph(f"""
+    a: {C1}
+    s: {{scale: {{factor: 0.5}}}}
+    """, outputs="o: s")
+    assert g.nodes["s"].op == "scale" and g.nodes["s"].args.factor == 0.5
+
+
+def test_container_needs_two_branches():
+    e = error(f"""
+    cat:
+      concat: {{x: {C1}}}
+    """, outputs="o: cat")
+    assert "at least two branches" in e.message
+
+
+# -- `_` scopeless names ------------------------------------------------------
+
+
+def test_underscore_names_add_no_level():
+    g = graph(f"""
+    _pre: [{C1}, relu]
+    blk:
+      _inner: {{a: {C1}, b: relu}}
+    st:
+      _rep: {{conv: {{out: 3, k: 1}}, repeat: 2}}
+    """, outputs="o: st")
+    assert list(g.nodes) == ["0", "1", "blk.a", "blk.b", "st.0", "st.1"]
+    assert g.nodes["blk.a"].inputs == ["1"]
+    assert g.scopes["_pre"].nodes == ["0", "1"]
+    assert g.scopes["blk._inner"].parent == "blk"
+
+
+def test_underscore_name_collision_is_a_duplicate():
+    e = error(f"""
+    a: {C1}
+    _grp: {{a: {C1}, b: relu}}
+    """, outputs="o: _grp")
+    assert "'a' is already used" in e.message
+
+
+# -- repeat -----------------------------------------------------------------
+
+
+def test_repeat_in_list_takes_consecutive_positions():
+    g = graph(f"""
+    - {C1}
+    - relu
+    - {{conv: {{out: 3, k: 1}}, repeat: 3}}
+    - relu
+    """, outputs="o: '5'")
+    assert list(g.nodes) == ["0", "1", "2", "3", "4", "5"]
+    assert [n.op for n in g.nodes.values()] == ["conv", "relu", "conv", "conv", "conv", "relu"]
+    assert inputs(g)["4"] == ["3"] and inputs(g)["2"] == ["1"]
+    assert g.scopes == {}
+
+
+def test_repeat_on_named_item_makes_a_scope():
+    g = graph("""
+    stage: {conv: {out: 3, k: 1}, repeat: 3}
+    """, outputs="o: stage")
+    assert list(g.nodes) == ["stage.0", "stage.1", "stage.2"]
+    sc = g.scopes["stage"]
+    assert sc.kind == "repeat" and sc.output == "stage.2" and sc.nodes == ["stage.0", "stage.1", "stage.2"]
+    assert inputs(g) == {"stage.0": [INPUT], "stage.1": ["stage.0"], "stage.2": ["stage.1"]}
+
+
+def test_repeat_of_block_instance():
+    g = graph("stage: {unit: [4], repeat: 2}", blocks="""
+    unit:
+      params: [c]
+      seq:
+        conv: {conv: {out: $c, k: 1}}
+        act: relu
+    """, outputs="o: stage")
+    assert list(g.nodes) == ["stage.0.conv", "stage.0.act", "stage.1.conv", "stage.1.act"]
+    assert g.scopes["stage.0"].block == "unit" and g.scopes["stage.0"].parent == "stage"
+    assert g.scopes["stage.1"].args == {"c": 4}
+    assert g.nodes["stage.1.conv"].scopes == ("stage", "stage.1")
+
+
+def test_repeat_count_from_param_and_from_only_on_first_copy():
+    g = graph(f"""
+    a: {C1}
+    b: {C1}
+    r: {{conv: {{out: 3, k: 1}}, repeat: $n, from: a}}
+    """, params="n: 2", outputs="o: r\np: b")
+    assert inputs(g)["r.0"] == ["a"] and inputs(g)["r.1"] == ["r.0"]
+    g = graph(f"""
+    - {C1}
+    - {C1}
+    - {{conv: {{out: 3, k: 1}}, repeat: $n, from: '0'}}
+    """, {"n": 3}, params="n: 2", outputs="o: '4'\np: '1'")
+    assert inputs(g)["2"] == ["0"] and inputs(g)["3"] == ["2"] and inputs(g)["4"] == ["3"]
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "1.5", "true"])
+def test_bad_repeat_counts(count):
+    e = error(f"r: {{conv: {{out: 3, k: 1}}, repeat: {count}}}", outputs="o: r")
+    assert "'repeat' must be a whole number" in e.message
+
+
+# -- when -------------------------------------------------------------------
+
+
+BODY_WHEN = f"""
+a: {C1}
+b: {{conv: {{out: 3, k: 1}}, when: $extra}}
+c: relu
+"""
+
+
+def test_when_false_removes_item_and_its_output():
+    g = graph(BODY_WHEN, params="extra: false", outputs="main: c\nside: b")
+    assert list(g.nodes) == ["a", "c"]
+    assert g.nodes["c"].inputs == ["a"]
+    assert list(g.outputs) == ["main"]
+
+
+def test_when_true_keeps_item():
+    g = graph(BODY_WHEN, params="extra: false", outputs="main: c\nside: b", overrides={"extra": True})
+    assert list(g.nodes) == ["a", "b", "c"]
+    assert g.nodes["c"].inputs == ["b"]
+    assert list(g.outputs) == ["main", "side"]
+
+
+def test_when_false_in_list_takes_no_position():
+    g = graph(f"""
+    - {C1}
+    - {{conv: {{out: 3, k: 1}}, when: false}}
+    - relu
+    """, outputs="o: '1'")
+    assert list(g.nodes) == ["0", "1"] and g.nodes["1"].op == "relu"
+
+
+def test_from_an_omitted_layer_is_an_error():
+    e = error(f"""
+    a: {C1}
+    b: {{conv: {{out: 3, k: 1}}, when: false}}
+    c: {{conv: {{out: 3, k: 1}}, from: b}}
+    """, outputs="o: c")
+    assert "switched off" in e.message
+
+
+def test_when_must_be_boolean():
+    e = error("a: {conv: {out: 3, k: 1}, when: $n}", params="n: 1", outputs="o: a")
+    assert "'when' must be true or false" in e.message
+
+
+# -- from -------------------------------------------------------------------
+
+
+def test_from_sibling_and_input():
+    g = graph("""
+    a: {conv: {out: 3, k: 1}}
+    b: {conv: {out: 4, k: 1}}
+    c: {conv: {out: 5, k: 1}, from: a}
+    d: {conv: {out: 6, k: 1}, from: input}
+    cat: {concat: {x: {identity: null, from: b}, y: {identity: null, from: c}, z: {identity: null, from: d}}}
+    """, outputs="o: cat")
+    assert inputs(g)["c"] == ["a"] and inputs(g)["d"] == [INPUT]
+    assert inputs(g)["cat.x"] == ["b"] and inputs(g)["cat.y"] == ["c"] and inputs(g)["cat.z"] == ["d"]
+
+
+def test_from_full_dotted_path_and_scope_name():
+    g = graph(f"""
+    blk:
+      seq:
+        inner: {C1}
+        other: {C1}
+    x: {{conv: {{out: 3, k: 1}}, from: blk.inner}}
+    cat: {{concat: {{p: {{identity: null, from: x}}, q: {{identity: null, from: blk}}}}}}
+    """, outputs="o: cat")
+    assert inputs(g)["x"] == ["blk.inner"]
+    assert inputs(g)["cat.q"] == ["blk.other"]  # a scope's name means its output
+
+
+def test_from_inside_block_instances_is_local():
+    g = graph("""
+    x: {u: [2]}
+    y: {u: [3]}
+    """, blocks="""
+    u:
+      params: [c]
+      seq:
+        a: {conv: {out: $c, k: 1}}
+        b: {conv: {out: $c, k: 1}}
+        j: {concat: {p: {identity: null, from: a}, q: identity}}
+    """, outputs="o: y")
+    assert inputs(g)["x.j.p"] == ["x.a"]
+    assert inputs(g)["y.j.p"] == ["y.a"]
+    assert inputs(g)["y.j.concat"] == ["y.j.p", "y.b"]
+    assert inputs(g)["y.a"] == ["x.j.concat"]
+
+
+def test_forward_from_making_a_cycle_is_an_error():
+    e = error(f"""
+    a: {{conv: {{out: 3, k: 1}}, from: b}}
+    b: {C1}
+    """, outputs="o: b")
+    assert "cycle" in e.message
+    assert "a -> b -> a" in str(e)
+
+
+def test_dangling_from_suggests_a_name():
+    e = error(f"""
+    conv1: {C1}
+    b: {{conv: {{out: 3, k: 1}}, from: convl}}
+    """, outputs="o: b")
+    assert "'convl' names no layer or block" in str(e)
+    assert "did you mean 'conv1'?" in str(e)
+    assert e.line == 8  # the `from:` line (header 3 lines, outputs 2, body: 1, conv1 1)
+
+
+def test_spec_error_keeps_message_and_hint_apart():
+    e = error(f"""
+    conv1: {C1}
+    b: {{conv: {{out: 3, k: 1}}, from: convl}}
+    """, outputs="o: b")
+    assert e.message == "'convl' names no layer or block"
+    assert e.hint == "did you mean 'conv1'?"
+    assert str(e) == "test.yaml:8:35: error: 'convl' names no layer or block (hint: did you mean 'conv1'?)"
+
+
+def test_dangling_output_is_an_error():
+    e = error(f"a: {C1}\nb: {C1}", outputs="o: bb")
+    assert "'bb' names no layer or block" in str(e) and "did you mean 'b'?" in str(e)
+
+
+# -- parameters -------------------------------------------------------------
+
+
+PARAMS = "w: 4\nr: 2.5\nflag: true"
+BODY_PARAMS = """
+a: {conv: {out: "${w * 2}", k: 1}}
+b: {dropout: {p: "${r / 10}"}, when: $flag}
+"""
+
+
+def test_param_defaults_and_expressions():
+    g = graph(BODY_PARAMS, params=PARAMS, outputs="o: a\np: b")
+    assert g.nodes["a"].args.out == 8
+    assert g.nodes["b"].args.p == pytest.approx(0.25)
+    assert g.params == {"w": 4, "r": 2.5, "flag": True}
+
+
+def test_param_overrides():
+    g = graph(BODY_PARAMS, {"w": 6, "r": 5, "flag": False}, params=PARAMS, outputs="o: a\np: b")
+    assert g.nodes["a"].args.out == 12
+    assert "b" not in g.nodes
+    assert g.params == {"w": 6, "r": 5, "flag": False}
+
+
+def test_override_of_unknown_param():
+    e = error(BODY_PARAMS, {"wx": 6}, params=PARAMS, outputs="o: a\np: b")
+    assert "unknown parameter 'wx'" in e.message and "did you mean 'w'?" in str(e)
+
+
+@pytest.mark.parametrize("key,value", [("w", "6"), ("w", 6.0), ("flag", 1), ("w", True)])
+def test_override_of_wrong_type(key, value):
+    e = error(BODY_PARAMS, {key: value}, params=PARAMS, outputs="o: a\np: b")
+    assert f"parameter '{key}' has type" in e.message
+
+
+def test_int_override_of_float_param_is_accepted():
+    g = graph(BODY_PARAMS, {"r": 5}, params=PARAMS, outputs="o: a\np: b")
+    assert g.nodes["b"].args.p == pytest.approx(0.5)
+
+
+def test_unused_param_is_an_error():
+    e = error(BODY_PARAMS, params=PARAMS + "\nunused: 3", outputs="o: a\np: b")
+    assert "parameter 'unused' is never used" in e.message
+
+
+def test_unknown_param_in_expression():
+    e = error("a: {conv: {out: $wdth, k: 1}}", params="width: 3", outputs="o: a")
+    assert "unknown parameter 'wdth'" in e.message and "did you mean 'width'?" in str(e)
+
+
+def test_invalid_op_argument_names_the_layer():
+    e = error("a: {conv: {out: 3, k: 1, stride: 2}}", outputs="o: a")
+    assert "unknown key 'stride'" in e.message and "conv 'a'" in e.message
+
+
+# -- blocks -----------------------------------------------------------------
+
+
+BLOCKS = """
+unit:
+  params: [c, k]
+  seq:
+    conv: {conv: {out: $c, k: $k}}
+    act: relu
+one:
+  params: {c: 5}
+  conv: {out: $c, k: 1}
+"""
+
+
+def test_block_params_positional_keyword_and_defaults():
+    g = graph("""
+    a: {unit: [4, 3]}
+    b: {unit: {k: 1, c: 6}}
+    c: {one: []}
+    d: {one: [7]}
+    e: {one: {c: 2}}
+    """, blocks=BLOCKS, outputs="o: e")
+    assert list(g.nodes) == ["a.conv", "a.act", "b.conv", "b.act", "c", "d", "e"]
+    assert (g.nodes["a.conv"].args.out, g.nodes["a.conv"].args.k) == (4, 3)
+    assert (g.nodes["b.conv"].args.out, g.nodes["b.conv"].args.k) == (6, 1)
+    assert [g.nodes[n].args.out for n in "cde"] == [5, 7, 2]
+    assert g.scopes["a"].block == "unit" and g.scopes["a"].kind == "seq" and g.scopes["a"].args == {"c": 4, "k": 3}
+    assert g.scopes["c"].kind == "op" and g.scopes["c"].block == "one" and g.scopes["c"].output == "c"
+    assert g.scopes["c"].args == {"c": 5}
+
+
+def test_block_args_in_signature_order():
+    g = graph("b: {unit: {k: 1, c: 6}}", blocks=BLOCKS, outputs="o: b")
+    assert list(g.scopes["b"].args.items()) == [("c", 6), ("k", 1)]
+
+
+@pytest.mark.parametrize("call,message", [
+    ("{unit: [4]}", "block 'unit' takes 2 argument(s) unit(c, k), got 1"),
+    ("{unit: [4, 1, 2]}", "block 'unit' takes 2 argument(s) unit(c, k), got 3"),
+    ("{unit: {c: 1}}", "block 'unit' needs argument 'k'"),
+    ("{unit: {c: 1, kk: 2}}", "block 'unit' has no parameter 'kk'"),
+    ("{unit: 3}", "must be a list or a mapping"),
+])
+def test_block_argument_errors(call, message):
+    e = error(f"a: {call}", blocks=BLOCKS, outputs="o: a")
+    assert message in e.message
+
+
+def test_block_recursion_is_an_error():
+    e = error("a: {r: []}", blocks="""
+    r:
+      seq: {x: {conv: {out: 3, k: 1}}, y: {q: []}}
+    q:
+      seq: {x: {conv: {out: 3, k: 1}}, y: {r: []}}
+    """, outputs="o: a")
+    assert "block 'r' uses itself (r -> q -> r)" in e.message
+
+
+def test_unused_block_param_and_unknown_name_in_block():
+    e = error("a: {u: [1]}", blocks="u:\n  params: [c]\n  conv: {out: 3, k: 1}", outputs="o: a")
+    assert "parameter 'c' of block 'u' is never used" in e.message
+    e = error("a: {u: [1]}", blocks="u:\n  params: [c]\n  conv: {out: $cc, k: 1}", outputs="o: a")
+    assert "unknown parameter 'cc' in block 'u'" in e.message and "did you mean 'c'?" in str(e)
+
+
+def test_block_sees_spec_params():
+    g = graph("a: {u: [2]}", {"w": 5}, params="w: 3", blocks="u:\n  params: [c]\n  conv: {out: '${c * w}', k: 1}",
+              outputs="o: a")
+    assert g.nodes["a"].args.out == 10
+
+
+# -- defaults ---------------------------------------------------------------
+
+
+def test_defaults_deep_merge_spec_and_block_level():
+    g = graph(f"""
+    a: {{conv: {{out: 3, k: 1}}}}
+    b: {{conv: {{out: 3, k: 1, norm: {{momentum: 0.3}}, act: null}}}}
+    c: {{conv: {{out: 3, k: 1, norm: null}}}}
+    d: {{maxpool: {{k: 2}}}}
+    e: {{u: []}}
+    f: {{conv: {{out: 3, k: 1, norm: false, bias: true}}}}
+    """, defaults="conv: {bias: false, norm: {eps: 0.001}, act: relu}\nmaxpool: {ceil: true}", blocks="""
+    u:
+      defaults: {conv: {norm: {affine: false}, act: silu}}
+      seq:
+        x: {conv: {out: 3, k: 1}}
+        y: {conv: {out: 3, k: 1, act: tanh}}
+    """, outputs="o: f")
+    n = {k: v.args for k, v in g.nodes.items()}
+    assert (n["a"].bias, n["a"].act, n["a"].norm.eps, n["a"].norm.momentum) == (False, "relu", 0.001, 0.1)
+    assert (n["b"].norm.eps, n["b"].norm.momentum, n["b"].act) == (0.001, 0.3, None)
+    assert n["c"].norm is None and n["c"].act == "relu"
+    assert n["d"].ceil is True
+    assert (n["e.x"].norm.eps, n["e.x"].norm.affine, n["e.x"].act, n["e.x"].bias) == (0.001, False, "silu", False)
+    assert n["e.y"].act == "tanh" and n["e.y"].norm.affine is False
+    assert n["f"].norm is None and n["f"].bias is True
+
+
+def test_block_defaults_do_not_leak_outside_the_block():
+    g = graph(f"""
+    e: {{u: []}}
+    f: {C1}
+    """, blocks="""
+    u:
+      defaults: {conv: {act: silu}}
+      conv: {out: 3, k: 1}
+    """, outputs="o: f")
+    assert g.nodes["e"].args.act == "silu"
+    assert g.nodes["f"].args.act is None
+
+
+def test_defaults_may_use_params():
+    g = graph("a: {conv: {out: 3, k: 1}}", {"b": True}, params="b: false", defaults="conv: {bias: $b}", outputs="o: a")
+    assert g.nodes["a"].args.bias is True
+
+
+# -- outputs and training-only layers --------------------------------------
+
+
+def test_train_only_marks_aux_layers():
+    g = graph(f"""
+    a: {C1}
+    aux: {{seq: {{p: global_avgpool, f: flatten, l: {{linear: {{out: 2}}}}}}}}
+    b: {{conv: {{out: 3, k: 1}}, from: a}}
+    """, outputs="main: b\naux: {node: aux, train_only: true}")
+    assert {n.id: n.train_only for n in g.nodes.values()} == {
+        "a": False, "aux.p": True, "aux.f": True, "aux.l": True, "b": False}
+    assert g.outputs["aux"].node == "aux.l" and g.outputs["aux"].train_only
+    assert [o.name for o in g.eval_outputs()] == ["main"]
+
+
+def test_all_outputs_train_only_is_an_error():
+    e = error(f"a: {C1}", outputs="aux: {node: a, train_only: true}")
+    assert "every output is train_only" in e.message
+
+
+def test_default_output_is_last_layer():
+    g = graph(f"a: {C1}\nb: relu")
+    assert list(g.outputs) == ["output"]
+    assert g.outputs["output"].node == "b" and not g.outputs["output"].train_only
+    g = graph(f"a: {C1}\nblk: {{concat: {{x: {C1}, y: identity}}}}")
+    assert g.outputs["output"].node == "blk.concat"
+    g = graph(f"- {C1}\n- {{conv: {{out: 3, k: 1}}, repeat: 2}}")
+    assert g.outputs["output"].node == "2"
+
+
+def test_never_used_layer_is_an_error():
+    e = error(f"""
+    a: {C1}
+    dead: {C1}
+    b: {{conv: {{out: 3, k: 1}}, from: a}}
+    """, outputs="main: b")
+    assert "the output of 'dead' is never used" in e.message
+
+
+def test_duplicate_names():
+    e = error(f"a: {C1}\na: {C1}", outputs="o: a")
+    assert "duplicate key 'a'" in e.message
+    e = error(f"""
+    blk: {{seq: {{x: {C1}, y: relu}}}}
+    _s: {{blk: {C1}, z: relu}}
+    """, outputs="o: _s")
+    assert "the name 'blk' is already used" in e.message
+
+
+def test_join_name_clash():
+    e = error(f"""
+    cat:
+      concat: {{concat: {C1}, b: identity}}
+    """, outputs="o: cat")
+    assert "'cat.concat'" in e.message
+
+
+@pytest.mark.parametrize("name", ["input", "1abc", "a-b"])
+def test_invalid_or_reserved_layer_names(name):
+    e = error(f"cat:\n  concat: {{'{name}': {C1}, b: identity}}", outputs="o: cat")
+    assert f"'{name}'" in e.message
+
+
+def test_unknown_op_suggests():
+    e = error("a: {cnov: {out: 3, k: 1}}", outputs="o: a")
+    assert "unknown op or block 'cnov'" in e.message and "did you mean 'conv'?" in str(e)
+
+
+def test_internal_op_not_usable():
+    e = error("a: {residual_add: {}}", outputs="o: a")
+    assert "not an op a spec can use" in e.message
+
+
+# -- scopes and declaration order ---------------------------------------------
+
+
+def test_scopes_tree_and_declaration_order():
+    g = graph("""
+    stem: {conv: {out: 4, k: 1}}
+    inc: {inception: [2, 3]}
+    res:
+      residual:
+        a: {conv: {out: 5, k: 1}}
+        b: relu
+      shortcut: {conv: {out: 5, k: 1}}
+    """, blocks="""
+    inception:
+      params: [c1, c2]
+      concat:
+        b1: {conv: {out: $c1, k: 1}}
+        b2: [{conv: {out: $c2, k: 1}}, relu]
+    """, outputs="o: res")
+    assert list(g.nodes) == ["stem", "inc.b1", "inc.b2.0", "inc.b2.1", "inc.concat",
+                             "res.a", "res.b", "res.shortcut", "res.add"]
+    assert list(g.scopes) == ["inc", "inc.b2", "res"]
+    inc = g.scopes["inc"]
+    assert (inc.kind, inc.block, inc.parent, inc.output) == ("concat", "inception", None, "inc.concat")
+    assert inc.args == {"c1": 2, "c2": 3}
+    assert inc.nodes == ["inc.b1", "inc.b2.0", "inc.b2.1", "inc.concat"]
+    b2 = g.scopes["inc.b2"]
+    assert (b2.kind, b2.block, b2.parent, b2.output, b2.depth) == ("seq", None, "inc", "inc.b2.1", 2)
+    assert g.nodes["inc.b2.0"].scopes == ("inc", "inc.b2")
+    assert g.nodes["inc.concat"].scopes == ("inc",)
+    assert g.nodes["stem"].scopes == ()
+    assert g.order() == list(g.nodes)
+
+
+def test_order_follows_dependencies_for_forward_from():
+    g = graph(f"""
+    a: {C1}
+    b: {{conv: {{out: 3, k: 1}}, from: c}}
+    c: {{conv: {{out: 3, k: 1}}, from: a}}
+    """, outputs="o: b")
+    assert list(g.nodes) == ["a", "b", "c"]
+    assert g.order() == ["a", "c", "b"]
+
+
+def test_input_shape_from_params():
+    g = graph(f"a: {C1}", {"size": 16}, params="size: 8", outputs="o: a", input=(3, "$size", "$size"))
+    assert g.input_shape == (3, 16, 16)
+    e = error(f"a: {C1}", params="size: 0", outputs="o: a", input=(3, "$size", "$size"))
+    assert "positive integers" in e.message
+
+
+def test_default_output_skips_an_omitted_last_layer():
+    g = graph(f"a: {C1}\nb: {{conv: {{out: 3, k: 1}}, when: false}}")
+    assert list(g.nodes) == ["a"]
+    assert g.outputs["output"].node == "a"
+
+
+@pytest.mark.parametrize("use", ["a: {blk: null}", "a: blk"])
+def test_parameterless_block_without_brackets(use):
+    g = graph(use, blocks="blk:\n  seq: {x: {conv: {out: 3, k: 1}}, y: relu}", outputs="o: a")
+    assert list(g.nodes) == ["a.x", "a.y"]
+    assert g.scopes["a"].block == "blk"
