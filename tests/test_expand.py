@@ -696,3 +696,34 @@ def test_parameterless_block_without_brackets(use):
     g = graph(use, blocks="blk:\n  seq: {x: {conv: {out: 3, k: 1}}, y: relu}", outputs="o: a")
     assert list(g.nodes) == ["a.x", "a.y"]
     assert g.scopes["a"].block == "blk"
+
+
+def test_parameter_default_computed_from_an_earlier_parameter():
+    params = 'w: 4\nwide: "${w * 2}"'
+    body = "a: {conv: {out: $wide, k: 1}}"
+    assert graph(body, params=params).nodes["a"].args.out == 8
+    assert graph(body, {"w": 5}, params=params).nodes["a"].args.out == 10
+    assert graph(body, {"wide": 3}, params=params).nodes["a"].args.out == 3
+    e = error(body, params='wide: "${w * 2}"\nw: 4')  # only earlier parameters are visible
+    assert "unknown parameter 'w'" in e.message and (e.line, e.column) == (5, 9)
+
+
+def test_block_parameter_default_computed_from_earlier_ones():
+    blocks = """
+    unit:
+      params: {c: 4, c2: "${c * 2}"}
+      seq: [{conv: {out: $c, k: 1}}, {conv: {out: $c2, k: 1}}]
+    """
+    g = graph("a: {unit: [3]}\nb: {unit: {c: 5, c2: 7}}", blocks=blocks)
+    assert [g.nodes[f"a.{i}"].args.out for i in (0, 1)] == [3, 6]
+    assert [g.nodes[f"b.{i}"].args.out for i in (0, 1)] == [5, 7]
+
+
+def test_defaults_must_name_ops():
+    e = error("a: {conv: {out: 3, k: 1}}", defaults="cnov: {bias: false}")
+    assert "'cnov', which is not an op" in e.message and "conv" in e.hint
+
+
+def test_block_named_like_an_op_is_refused():
+    with pytest.raises(SpecError, match="block name 'relu' is taken"):
+        make_spec("a: relu", blocks="relu:\n  params: []\n  conv: {out: 3, k: 1}")
