@@ -142,7 +142,7 @@ def _block(name: str, blocks: Mapping, spec: BlockSpec) -> Block:
         if key not in ("params", "defaults", "doc"):
             item[key], item.key_locs[key], item.value_locs[key] = value, raw.key_loc(key), raw.loc_of(key)
     if not item:
-        raise SpecError(f"block '{name}' has no body", raw.loc, hint="add one item, e.g. 'concat:' or 'seq:'")
+        raise SpecError(f"block '{name}' has no body", blocks.key_loc(name), hint="add one item, e.g. 'concat:' or 'seq:'")
     if isinstance(spec.params, dict):
         params, param_defaults = list(spec.params), dict(spec.params)
         param_locs = {p: raw["params"].key_loc(p) for p in params}
