@@ -22,7 +22,7 @@ def test_a_minimal_spec_loads():
     (GOOD.replace("archc: 1\n", ""), (1, 1), "needs 'archc'"),
     (GOOD.replace("input: [3, 8, 8]", "input: [3, 8, 8, 8]"), (3, 8), "input"),
     (GOOD + "params: {num-classes: 3}\n", (6, 10), "'num-classes' is not a valid name"),
-    (GOOD + "blocks:\n  b:\n    params: [x]\n", (7, 5), "block 'b' has no body"),
+    (GOOD + "blocks:\n  b:\n    params: [x]\n", (7, 3), "block 'b' has no body"),
 ])
 def test_header_errors_point_at_the_text(text, where, words):
     with pytest.raises(SpecError) as info:
