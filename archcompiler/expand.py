@@ -262,7 +262,7 @@ class _Expander:
             ctx = self._block_scope(path, "op", item.loc, ctx)
         raw_args = item.value if item.value is not None else _located({}, item.loc)
         if not isinstance(raw_args, Mapping):
-            raise SpecError(f"the arguments of '{item.kind}' must be a mapping, e.g. {{k: 3}}", item.loc)
+            raise SpecError(f"the arguments of '{item.kind}' must be a mapping, e.g. {{k: 3}}", item.raw.loc_of(item.kind))
         merged = raw_args
         for level in reversed(ctx.defaults):
             if item.kind in level:
@@ -290,7 +290,7 @@ class _Expander:
         return out
 
     def _bind_block_args(self, block: Any, item: _Item, ctx: _Ctx) -> dict[str, Any]:
-        value, loc = item.value, item.loc
+        value, loc = item.value, item.raw.loc_of(item.kind)
         signature = f"{block.name}({', '.join(block.params)})"
         if value is None:  # `a: blk` or `a: {blk: null}` for a block without parameters
             value = Sequence()
@@ -325,13 +325,13 @@ class _Expander:
         options = {k: self._eval(v, item.raw.loc_of(k), ctx) for k, v in item.meta.items() if k in ("scale", "act")}
         if kind == "seq":
             if not isinstance(item.value, (Sequence, Mapping)):
-                raise SpecError("'seq' takes a list of layers or a mapping of names to layers", item.loc)
-            out = self._group(item.value, item.loc, child_prefix, inp, sub, named=True)
+                raise SpecError("'seq' takes a list of layers or a mapping of names to layers", item.raw.loc_of(kind))
+            out = self._group(item.value, item.raw.loc_of(kind), child_prefix, inp, sub, named=True)
         elif kind in ("concat", "add"):
             branches = item.value
             if not isinstance(branches, Mapping) or not branches:
                 raise SpecError(f"'{kind}' takes a mapping of branch names to layers, e.g. {{branch1: ..., branch2: ...}}",
-                                item.loc)
+                                item.raw.loc_of(kind))
             outs = []
             for key, branch in branches.items():
                 self._check_name(key, branches.key_loc(key))
@@ -342,7 +342,7 @@ class _Expander:
                 if out is not None:  # a branch whose `when:` is false is left out, not passed through
                     outs.append(out)
             if len(outs) < 2:
-                raise SpecError(f"'{kind}' needs at least two branches", item.loc)
+                raise SpecError(f"'{kind}' needs at least two branches", item.raw.loc_of(kind))
             out = self._join(path, kind, outs, options, item, sub)
         else:  # residual: out = act(shortcut + scale * body)
             body_out = self._group(item.value, item.loc, child_prefix, inp, sub, named=None)
@@ -483,6 +483,8 @@ class _Expander:
             key = next(k for k in raw if k not in META_KEYS) if any(k not in META_KEYS for k in raw) else None
             if key is None:
                 raise SpecError("this item has 'from'/'repeat'/'when' but no op or block", raw.loc)
+            if isinstance(raw[key], Sequence) and not all(self._is_item(v) for v in raw[key]):
+                raise self._unknown(key, raw.key_loc(key))
             if not self._is_item(raw[key]) and not (isinstance(raw[key], Mapping) and len(raw[key]) > 1
                                                     and all(self._is_item(v) for v in raw[key].values())):
                 raise self._unknown(key, raw.key_loc(key))
@@ -546,7 +548,11 @@ class _Expander:
             resolved[token] = target
             return target
 
+        self.from_locs: dict[str, Loc] = {}  # node -> the `from:` that feeds it, for cycle errors
         for node in self.nodes.values():
+            for i in node.inputs:
+                if i in self.pending:
+                    self.from_locs[node.id] = self.pending[i][2]
             node.inputs = [resolve(i) if i in self.pending else i for i in node.inputs]
         for scope in self.scopes.values():
             if scope.output in self.pending:
@@ -564,7 +570,8 @@ class _Expander:
         except nx.NetworkXNoCycle:
             return dag
         names = [edge[0] for edge in cycle] + [cycle[0][0]]
-        raise SpecError(f"the wiring has a cycle: {' -> '.join(names)}", self.nodes[cycle[0][1]].loc,
+        where = next((self.from_locs[v] for _, v in cycle if v in self.from_locs), self.nodes[cycle[0][1]].loc)
+        raise SpecError(f"the wiring has a cycle: {' -> '.join(names)}", where,
                         hint="'from:' must name a layer that does not depend on this one")
 
     def _mark_training_only(self, dag: nx.DiGraph, outputs: dict[str, Output]) -> None:

@@ -96,7 +96,8 @@ def load_text(path: str | Path) -> tuple[str, str]:
     except UnicodeDecodeError as exc:
         before = data[: exc.start]
         line = before.count(b"\n") + 1
-        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        # Columns count characters, not bytes: the bytes before the bad one are valid UTF-8.
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
         raise SpecError(
             f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})",
             Loc(shown, line, column),
@@ -107,7 +108,7 @@ def load_text(path: str | Path) -> tuple[str, str]:
 def parse_yaml(text: str, path: str) -> Mapping:
     """Parse spec text into a located tree; the top level must be a mapping."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path, 1, 1)
@@ -116,7 +117,8 @@ def parse_yaml(text: str, path: str) -> Mapping:
     except yaml.reader.ReaderError as exc:
         before = text[: exc.position]
         loc = Loc(path, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
-        raise SpecError(f"invalid YAML: {exc.reason} {exc.character!r}", loc) from None
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(f"invalid YAML: {exc.reason}: character {char}", loc) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", Loc(path, 1, 1)) from None
     if node is None:
@@ -133,6 +135,32 @@ def _loc(path: str, node: yaml.Node) -> Loc:
     return Loc(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _Alias:
+    """A use of an anchored node (`*name`): the shared node, and where the alias stands."""
+
+    def __init__(self, target: yaml.Node, start_mark: yaml.Mark):
+        self.target, self.start_mark = target, start_mark
+
+
+class _Loader(yaml.SafeLoader):
+    """Composes like SafeLoader, but keeps each alias as an `_Alias`, so errors can point at it."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            return _Alias(super().compose_node(parent, index), mark)
+        return super().compose_node(parent, index)
+
+
+# Untagged dates (`paper: 2015-06-07`) and a lone `=` stay text instead of becoming
+# timestamp / value tags that the converter would refuse as if the user had written a tag.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 class _Converter:
     """Walks a composed YAML node graph, building located plain values."""
 
@@ -140,14 +168,23 @@ class _Converter:
         self.path = path
         self.count = 0
         self.active: set[int] = set()
+        self.aliases: list[_Alias] = []  # the aliases being expanded, outermost first
         self.scalars = SafeConstructor()
 
-    def convert(self, node: yaml.Node) -> Any:
+    def convert(self, node: Any) -> Any:
+        if isinstance(node, _Alias):
+            if id(node.target) in self.active:
+                raise SpecError("a YAML alias refers to itself", _loc(self.path, node))
+            self.aliases.append(node)
+            try:
+                return self.convert(node.target)
+            finally:
+                self.aliases.pop()
         self.count += 1
         if self.count > MAX_VALUES:
             raise SpecError(
                 f"the spec expands to more than {MAX_VALUES:,} values (an alias bomb?)",
-                _loc(self.path, node),
+                _loc(self.path, self.aliases[0] if self.aliases else node),
                 hint="use blocks and 'repeat' instead of deeply nested YAML aliases",
             )
         if id(node) in self.active:
@@ -177,6 +214,8 @@ class _Converter:
         out = Mapping()
         out.loc, out.key_locs, out.value_locs = _loc(self.path, node), {}, {}
         for key_node, value_node in node.value:
+            if isinstance(key_node, _Alias):
+                key_node = key_node.target
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise SpecError(
                     "YAML merge keys ('<<') are not supported", _loc(self.path, key_node),

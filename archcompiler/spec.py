@@ -170,12 +170,15 @@ def validate(model: type[BaseModel], data: Any, tree: Any, what: str, loc: Optio
 
 
 def spec_error(exc: ValidationError, model: type[BaseModel], tree: Any, what: str, loc: Optional[Loc]) -> SpecError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A union reports one error per member; the member that got furthest into the value says what is wrong.
+    err = max(errors, key=lambda e: len(e["loc"])) if len(errors) > 1 else errors[0]
     path = tuple(err["loc"])
     fallback = loc or getattr(tree, "loc", None) or Loc("<spec>", 1, 1)
     field = path[0] if path else None
     if err["type"] == "extra_forbidden":
         key = path[-1]
+        path = tuple(p for p in path[:-1] if isinstance(p, int) or _is_user_key(tree, path, p)) + (key,)
         parent = locate(tree, path[:-1], fallback)
         container = _at(tree, path[:-1])
         where = container.key_loc(key) if isinstance(container, Mapping) else parent

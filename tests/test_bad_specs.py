@@ -1,0 +1,151 @@
+"""Every broken spec in tests/fixtures/bad_specs/ fails cleanly, pointing at the offending text.
+
+Each fixture carries its expectation on its first line:
+
+    # expect: LINE:COL MESSAGE-SUBSTRING
+
+LINE:COL (1-based) is where the error must point, the substring must occur in
+the message.  Files that cannot carry the comment (the empty file) have their
+expectation in `NO_COMMENT` below.  For each fixture, `archc check` must exit 2
+and print exactly one line `PATH:LINE:COL: error: MESSAGE` on stderr, with no
+traceback; `compile_graph` must raise a `SpecError` with the same place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+import archcompiler
+from archcompiler import SpecError, source
+
+ROOT = Path(__file__).parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "bad_specs"
+FILES = sorted(p for p in FIXTURES.iterdir() if p.is_file())
+NO_COMMENT = {"empty.yaml": (1, 1, "the spec is empty")}
+EXPECT = re.compile(rb"# expect: (\d+):(\d+) (.+)")
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def expectation(path: Path) -> tuple[int, int, str]:
+    if path.name in NO_COMMENT:
+        return NO_COMMENT[path.name]
+    first = path.read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
+    m = EXPECT.fullmatch(first)
+    assert m, f"{path.name}: the first line must be '# expect: LINE:COL MESSAGE'"
+    return int(m[1]), int(m[2]), m[3].decode("utf-8")
+
+
+def archc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, errors="replace", timeout=60)
+
+
+@lru_cache(maxsize=None)
+def check_results() -> dict[str, subprocess.CompletedProcess]:
+    """`archc check` on every fixture, run side by side (each is a ~0.3 s process start)."""
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        runs = pool.map(lambda p: archc("check", rel(p)), FILES)
+        return {p.name: r for p, r in zip(FILES, runs)}
+
+
+def test_there_are_enough_bad_specs():
+    assert len(FILES) >= 25
+    assert all(p.suffix == ".yaml" for p in FILES)
+    assert set(NO_COMMENT) <= {p.name for p in FILES}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_expectation_points_into_the_file(path):
+    line, col, message = expectation(path)
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n") or [""]
+    assert message.strip()
+    assert 1 <= line <= max(len(lines), 1), f"line {line} is past the end of {path.name}"
+    assert 1 <= col <= len(lines[line - 1]) + 1, f"column {col} is past the end of line {line}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_check_reports_one_located_error(path):
+    line, col, message = expectation(path)
+    r = check_results()[path.name]
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert r.returncode == 2, f"exit {r.returncode}; stdout: {r.stdout!r}; stderr: {r.stderr!r}"
+    assert r.stdout == ""
+    assert r.stderr.endswith("\n") and r.stderr.count("\n") == 1, f"not exactly one line: {r.stderr!r}"
+    got = r.stderr.rstrip("\n")
+    head = re.match(r"(.*):(\d+):(\d+): error: ", got)
+    assert head, got
+    assert head[1] == rel(path)
+    assert (int(head[2]), int(head[3])) == (line, col), got
+    assert message in got[head.end():], got
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_compile_graph_raises_located_spec_error(path):
+    line, col, message = expectation(path)
+    with pytest.raises(SpecError) as info:
+        archcompiler.compile_graph(str(path))
+    err = info.value
+    assert (err.path, err.line, err.column) == (str(path), line, col), str(err)
+    assert message in str(err)
+    assert str(err).startswith(f"{path}:{line}:{col}: error: ")
+    assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize("name", ["misspelt_op.yaml", "concat_spatial_mismatch.yaml"])
+def test_build_of_a_bad_spec_writes_nothing(tmp_path, name):
+    out = tmp_path / "out"
+    r = archc("build", rel(FIXTURES / name), "-o", str(out))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"{rel(FIXTURES / name)}:")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no staging directory left behind either
+
+
+def test_build_of_a_bad_spec_leaves_an_existing_output_alone(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    r = archc("build", rel(FIXTURES / "linear_without_flatten.yaml"), "-o", str(out))
+    assert r.returncode == 2, r.stderr
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert (out / "summary.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_alias_bomb_is_small_but_expands_past_the_budget():
+    path = FIXTURES / "alias_bomb.yaml"
+    assert path.stat().st_size < 1024
+    node = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:  # values after expanding every alias
+        if id(n) not in sizes:
+            if isinstance(n, yaml.ScalarNode):
+                sizes[id(n)] = 1
+            elif isinstance(n, yaml.SequenceNode):
+                sizes[id(n)] = 1 + sum(size(c) for c in n.value)
+            else:
+                sizes[id(n)] = 1 + sum(size(v) for _, v in n.value)
+        return sizes[id(n)]
+
+    assert size(node) > 1000 * source.MAX_VALUES
+
+
+def test_non_utf8_fixtures_are_not_utf8():
+    for name in ("not_utf8.yaml", "not_utf8_after_multibyte.yaml"):
+        with pytest.raises(UnicodeDecodeError):
+            (FIXTURES / name).read_bytes().decode("utf-8")
+    assert (FIXTURES / "empty.yaml").read_bytes() == b""
