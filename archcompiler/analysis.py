@@ -105,6 +105,17 @@ def analyze(graph: Graph) -> Report:
     depth = {}
     for scope in graph.scopes.values():  # parents come before children
         depth[scope.id] = depth[scope.parent] + 1 if scope.parent else 1
+    # One pass over the layers adds each into every scope around it.
+    scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
+    scope_runs_in_eval: set[str] = set()
+    for node in graph.nodes.values():
+        counts = per_node[node.id]
+        for scope_id in node.scopes:
+            into = scope_totals[scope_id]
+            for i in range(4):
+                into[i] += counts[i]
+        if not node.train_only:
+            scope_runs_in_eval.update(node.scopes)
 
     rows: list[Row] = []
     opened: set[str] = set()
@@ -114,12 +125,11 @@ def analyze(graph: Graph) -> Report:
                 continue
             opened.add(scope_id)
             scope = graph.scopes[scope_id]
-            totals = [sum(per_node[n][i] for n in scope.nodes) for i in range(4)]
             out = graph.nodes[scope.output]
             rows.append(Row(
                 scope.id, "block" if scope.block else "group", scope.block or scope.kind,
-                _scope_label(scope), depth[scope_id], out.shape, *totals,
-                all(graph.nodes[n].train_only for n in scope.nodes),
+                _scope_label(scope), depth[scope_id], out.shape, *scope_totals[scope_id],
+                scope_id not in scope_runs_in_eval,
             ))
         params, buffers, macs, acts = per_node[node.id]
         rows.append(Row(

@@ -12,13 +12,14 @@ only training-mode outputs need.  It never looks at tensor shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Optional
+from functools import partial
+from typing import Any, Callable, Iterator, Optional
 
 import networkx as nx
 
 from . import expr
 from .errors import Loc, SpecError, did_you_mean
-from .graph import INPUT, Graph, Node, Output, Scope
+from .graph import INPUT, Graph, Node, Output, Scope, declared_in_order
 from .ops import OPS, JoinArgs, spec_ops
 from .source import Mapping, Sequence, loc_of
 from .spec import CONTAINER_KEYS, CONTAINER_OPTIONS, META_KEYS, NAME, RESERVED_NAMES, OutputSpec, Spec, validate
@@ -76,6 +77,10 @@ class _Expander:
         self.taken: dict[str, Loc] = {}
         self.pending: dict[str, tuple[str, _Names, Loc]] = {}  # token -> (reference, names, loc)
         self.omitted: set[str] = set()
+        # Results that depend only on (immutable) spec subtrees, so that the 9th
+        # instance of a block costs less than the 1st: key -> (the key's objects, result).
+        # Holding the objects keeps their ids from being reused while the key stands.
+        self.memo: dict[tuple, tuple[tuple, Any]] = {}
         self.kinds = set(OPS) | set(spec.blocks) | set(CONTAINER_KEYS)
         for defaults in (spec.defaults, *(b.defaults for b in spec.blocks.values())):
             for op in defaults:
@@ -112,9 +117,9 @@ class _Expander:
         for name, block in spec.blocks.items():
             local = set(block.params)
             block_used: set[str] = set()
-            for text, loc in _expressions(block.item, block.loc):
+            for text, loc, _ in _expressions(block.item, block.loc):
                 block_used |= self._names(text, loc, local | globals_, f"block '{name}'")
-            for text, loc in _expressions(block.defaults, block.loc):
+            for text, loc, _ in _expressions(block.defaults, block.loc):
                 block_used |= self._names(text, loc, local | globals_, f"block '{name}'")
             for p, default in block.param_defaults.items():
                 if expr.is_expression(default):
@@ -127,7 +132,7 @@ class _Expander:
             used |= block_used - local
         for key in ("body", "input", "outputs", "defaults", "params"):
             if key in spec.tree:
-                for text, loc in _expressions(spec.tree[key], spec.tree.loc_of(key)):
+                for text, loc, _ in _expressions(spec.tree[key], spec.tree.loc_of(key)):
                     used |= self._names(text, loc, globals_, "the spec")
         for p in spec.params:
             if p not in used:
@@ -153,23 +158,13 @@ class _Expander:
         except expr.ExprError as exc:
             raise SpecError(str(exc), loc, hint=exc.hint or did_you_mean(exc.name or "", ctx.vars)) from None
 
-    def _substitute(self, tree: Any, loc: Loc, ctx: _Ctx) -> Any:
-        """`tree` with every expression evaluated, keeping locations (unchanged parts are shared)."""
-        if isinstance(tree, Mapping):
-            values = {key: self._substitute(value, tree.loc_of(key), ctx) for key, value in tree.items()}
-            if all(values[key] is tree[key] for key in tree):
-                return tree
-            out = Mapping(values)
-            out.loc, out.key_locs, out.value_locs = tree.loc, tree.key_locs, tree.value_locs
-            return out
-        if isinstance(tree, Sequence):
-            items = [self._substitute(v, tree.loc_of(i), ctx) for i, v in enumerate(tree)]
-            if all(new is old for new, old in zip(items, tree)):
-                return tree
-            out_list = Sequence(items)
-            out_list.loc, out_list.item_locs = tree.loc, tree.item_locs
-            return out_list
-        return self._eval(tree, loc, ctx)
+    def _memoised(self, name: str, objects: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()`, once per `name` and identity of `objects` (pure functions of them only)."""
+        key = (name, *map(id, objects))
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = (objects, compute())
+        return hit[1]
 
     # -- the walk -------------------------------------------------------
 
@@ -204,8 +199,8 @@ class _Expander:
                     continue
                 count = self._repeat(item, ctx)
                 for copy in range(count):
-                    meta = item.meta if copy == 0 else {k: v for k, v in item.meta.items() if k != "from"}
-                    inp = self._dispatch(replace(item, meta=meta), str(position), prefix, inp, ctx)
+                    once = item if copy == 0 else replace(item, meta={k: v for k, v in item.meta.items() if k != "from"})
+                    inp = self._dispatch(once, str(position), prefix, inp, ctx)
                     position += 1
             if position == 0:
                 raise SpecError("an empty sequence", loc, hint="give it at least one layer")
@@ -266,9 +261,14 @@ class _Expander:
         merged = raw_args
         for level in reversed(ctx.defaults):
             if item.kind in level:
-                merged = _merge(level[item.kind], merged)
-        values = self._substitute(merged, item.loc, ctx)
-        args = validate(op.args, _plain(values), values, f"{item.kind} '{path}'", item.loc)
+                merged = self._memoised("merge", (level[item.kind], merged), partial(_merge, level[item.kind], merged))
+        # The arguments' plain data with a hole per expression, worked out once per spec subtree.
+        plain, holes = self._memoised("holes", (merged,), lambda: (_plain(merged), list(_expressions(merged, item.loc))))
+        validated = partial(validate, op.args, tree=merged, what=f"{item.kind} '{path}'", loc=item.loc)
+        if holes:
+            args = validated(_filled(plain, [(where, self._eval(text, loc, ctx)) for text, loc, where in holes]))
+        else:
+            args = self._memoised("args", (op, merged), lambda: validated(plain))
         self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes))
         if block_root:
             self.scopes[path].output = path
@@ -457,10 +457,16 @@ class _Expander:
 
     def _kind_keys(self, raw: Mapping) -> list[str]:
         """The op, block or container keys of a mapping (a container's options, like `scale`, are not)."""
-        options = {o for k in raw if k in CONTAINER_OPTIONS for o in CONTAINER_OPTIONS[k]}
-        return [k for k in raw if k in self.kinds and k not in options]
+        kinds = [k for k in raw if k in self.kinds]
+        if len(kinds) < 2:
+            return kinds
+        options = {o for k in kinds if k in CONTAINER_OPTIONS for o in CONTAINER_OPTIONS[k]}
+        return [k for k in kinds if k not in options]
 
     def _classify(self, raw: Any, loc: Loc) -> _Item:
+        return self._memoised("classify", (raw, loc), partial(self._classify_new, raw, loc))
+
+    def _classify_new(self, raw: Any, loc: Loc) -> _Item:
         if isinstance(raw, str):
             if raw in self.kinds and raw not in CONTAINER_KEYS:
                 return _Item(raw, None, {}, loc, _located({}, loc))
@@ -565,6 +571,8 @@ class _Expander:
             dag.add_node(node.id)
             for src in node.inputs:
                 dag.add_edge(src, node.id)
+        if declared_in_order(self.nodes, {n: i for i, n in enumerate(self.nodes)}):
+            return dag  # every edge points forward: no cycle
         try:
             cycle = nx.find_cycle(dag)
         except nx.NetworkXNoCycle:
@@ -638,13 +646,24 @@ def _plain(tree: Any) -> Any:
     return tree
 
 
-def _expressions(tree: Any, loc: Loc) -> Iterator[tuple[str, Loc]]:
-    """Every `$...` string below `tree`, with its location."""
+def _expressions(tree: Any, loc: Loc, path: tuple = ()) -> Iterator[tuple[str, Loc, tuple]]:
+    """Every `$...` string below `tree`: its text, its location and its path of keys and indices."""
     if isinstance(tree, dict):
         for key, value in tree.items():
-            yield from _expressions(value, loc_of(tree, key, loc))
+            yield from _expressions(value, loc_of(tree, key, loc), (*path, key))
     elif isinstance(tree, list):
         for i, value in enumerate(tree):
-            yield from _expressions(value, loc_of(tree, i, loc))
+            yield from _expressions(value, loc_of(tree, i, loc), (*path, i))
     elif expr.is_expression(tree):
-        yield tree, loc
+        yield tree, loc, path
+
+
+def _filled(plain: Any, values: list[tuple[tuple, Any]]) -> Any:
+    """A copy of plain data `plain` with the value at each path replaced."""
+    out = _plain(plain)
+    for path, value in values:
+        target = out
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+    return out

@@ -64,9 +64,10 @@ def source_of(text: str) -> str:
     )
 
 
-def names_in(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def names_in(text: str) -> frozenset[str]:
     """The parameter names an expression refers to."""
-    tree = _parse(source_of(text))
+    tree = _parse(text)
     # Refuse what `evaluate` would refuse before naming names: in `${max(a, b)}` the
     # problem is the call, not an unknown parameter 'max'.
     for parent in ast.walk(tree):
@@ -75,7 +76,7 @@ def names_in(text: str) -> set[str]:
                 raise ExprError(f"operator in '{ast.unparse(parent)}' is not allowed", hint=_ALLOWED_HINT)
             if not isinstance(child, _ALLOWED_NODES):
                 raise ExprError(f"'{ast.unparse(child)}' is not allowed in an expression", hint=_ALLOWED_HINT)
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
 
 
 _ALLOWED_HINT = "only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else"
@@ -85,11 +86,13 @@ _ALLOWED_NODES = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.IfExp, as
 
 def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
     """The value of expression `text` with parameters from `scope`."""
-    return _Evaluator(scope).visit(_parse(source_of(text)).body)
+    return _Evaluator(scope).visit(_parse(text).body)
 
 
 @functools.lru_cache(maxsize=4096)  # specs repeat the same few expressions many times
-def _parse(source: str) -> ast.Expression:
+def _parse(text: str) -> ast.Expression:
+    """The syntax tree of expression `text` (`$name` or `${...}`)."""
+    source = source_of(text)
     if not source.strip():
         raise ExprError("empty expression")
     try:

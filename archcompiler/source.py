@@ -31,6 +31,7 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+_STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
@@ -107,6 +108,12 @@ def load_text(path: str | Path) -> tuple[str, str]:
 
 def parse_yaml(text: str, path: str) -> Mapping:
     """Parse spec text into a located tree; the top level must be a mapping."""
+    node = _compose_fast(text)
+    if node is not None:
+        try:
+            return _as_spec(_Converter(path, fast=True).convert(node), node, path)
+        except _SharedNode:
+            pass  # aliases: compose again, keeping where each alias stands
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -125,10 +132,28 @@ def parse_yaml(text: str, path: str) -> Mapping:
         raise SpecError(
             "the spec is empty", Loc(path, 1, 1), hint="start with 'archc: 1', 'name:', 'input:' and 'body:'"
         )
-    tree = _Converter(path).convert(node)
+    return _as_spec(_Converter(path).convert(node), node, path)
+
+
+def _as_spec(tree: Any, node: yaml.Node, path: str) -> Mapping:
     if not isinstance(tree, Mapping):
         raise SpecError("a spec must be a mapping of keys such as 'archc', 'name', 'input', 'body'", _loc(path, node))
     return tree
+
+
+def _compose_fast(text: str) -> Any:
+    """Compose with libyaml (about 15x faster than PyYAML's Python composer), or None.
+
+    None stands for "let the Python composer do it": libyaml is missing, the
+    text is empty, or it is not valid YAML (the Python composer's messages and
+    marks are the ones the error fixtures pin down, and errors are rare).
+    """
+    if _FastLoader is None:
+        return None
+    try:
+        return yaml.compose(text, Loader=_FastLoader)
+    except yaml.YAMLError:
+        return None
 
 
 def _loc(path: str, node: yaml.Node) -> Loc:
@@ -161,11 +186,30 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-class _Converter:
-    """Walks a composed YAML node graph, building located plain values."""
+class _SharedNode(Exception):
+    """libyaml's composer made an alias the very node it names, losing where the alias stands."""
 
-    def __init__(self, path: str):
+
+if yaml.__with_libyaml__:
+    class _FastLoader(yaml.CSafeLoader):
+        """libyaml's parser and composer, resolving plain scalars as `_Loader` does."""
+
+    _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+else:  # PyYAML built without libyaml: every spec goes through `_Loader`
+    _FastLoader = None
+
+
+class _Converter:
+    """Walks a composed YAML node graph, building located plain values.
+
+    `fast=True` is for a libyaml-composed graph, where an alias is the very
+    node it names: meeting a node twice raises `_SharedNode`, so that the
+    caller composes again with `_Loader`, which keeps each alias's mark.
+    """
+
+    def __init__(self, path: str, fast: bool = False):
         self.path = path
+        self.seen: set[int] | None = set() if fast else None
         self.count = 0
         self.active: set[int] = set()
         self.aliases: list[_Alias] = []  # the aliases being expanded, outermost first
@@ -180,6 +224,10 @@ class _Converter:
                 return self.convert(node.target)
             finally:
                 self.aliases.pop()
+        if self.seen is not None:
+            if id(node) in self.seen:
+                raise _SharedNode
+            self.seen.add(id(node))
         self.count += 1
         if self.count > MAX_VALUES:
             raise SpecError(
@@ -192,7 +240,9 @@ class _Converter:
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALAR_TAGS:
                 raise self._bad_tag(node)
-            return self.scalars.construct_object(node, deep=True)
+            if node.tag == _STR_TAG:  # most scalars; what SafeConstructor would return for them
+                return node.value
+            return self.scalars.yaml_constructors[node.tag](self.scalars, node)
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -216,6 +266,10 @@ class _Converter:
         for key_node, value_node in node.value:
             if isinstance(key_node, _Alias):
                 key_node = key_node.target
+            elif self.seen is not None:
+                if id(key_node) in self.seen:
+                    raise _SharedNode
+                self.seen.add(id(key_node))
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise SpecError(
                     "YAML merge keys ('<<') are not supported", _loc(self.path, key_node),

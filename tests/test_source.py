@@ -255,3 +255,52 @@ def test_load_text_missing_file_and_directory(tmp_path):
         load_text(tmp_path / "nope.yaml")
     with pytest.raises(SpecError, match="is a directory"):
         load_text(tmp_path)
+
+
+# -- the libyaml fast path ---------------------------------------------------
+
+def _located(tree):
+    """Every value of a located tree with every location it carries, as plain data."""
+    if isinstance(tree, Mapping):
+        return ("map", tree.loc, [(k, tree.key_locs[k], tree.value_locs[k], _located(v)) for k, v in tree.items()])
+    if isinstance(tree, Sequence):
+        return ("seq", tree.loc, [(loc, _located(v)) for loc, v in zip(tree.item_locs, tree)])
+    return (type(tree).__name__, tree)
+
+
+def _spec_texts():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(root.glob("specs/*.yaml")) + sorted((root / "tests/fixtures/bad_specs").glob("*.yaml"))
+    return [pytest.param(f, id=f.name) for f in files]
+
+
+@pytest.mark.parametrize("path", _spec_texts())
+def test_libyaml_and_python_composers_give_the_same_located_tree(path, monkeypatch):
+    """The fast path is only an optimisation: values, types and every line:col agree, errors too."""
+    def outcome():
+        try:
+            return _located(parse_yaml(path.read_bytes().decode("utf-8"), str(path)))
+        except (SpecError, UnicodeDecodeError) as exc:
+            return ("error", str(exc))
+
+    fast = outcome()
+    monkeypatch.setattr(source, "_FastLoader", None)
+    assert outcome() == fast
+
+
+def test_libyaml_counts_columns_in_characters_like_the_python_composer(monkeypatch):
+    text = "name: 'Größe'\nbody: {ü: {conv: {out: 3}}, b: [relu]}\n"
+    fast = _located(parse_yaml(text, "t.yaml"))
+    monkeypatch.setattr(source, "_FastLoader", None)
+    assert _located(parse_yaml(text, "t.yaml")) == fast
+
+
+def test_the_fast_path_is_taken_for_a_spec_without_aliases(monkeypatch):
+    calls = []
+    monkeypatch.setattr(source.yaml, "compose", lambda text, Loader: calls.append(Loader) or Loader(text).get_single_node())
+    parse("a: 1\nb: [1, 2]\n")
+    assert calls == [source._FastLoader]
+    calls.clear()
+    parse("a: &x [1]\nb: *x\n")  # an alias: composed again by the Python composer to locate it
+    assert calls == [source._FastLoader, source._Loader]
