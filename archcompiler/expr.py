@@ -76,6 +76,8 @@ def names_in(text: str) -> frozenset[str]:
                 raise ExprError(f"operator in '{ast.unparse(parent)}' is not allowed", hint=_ALLOWED_HINT)
             if not isinstance(child, _ALLOWED_NODES):
                 raise ExprError(f"'{ast.unparse(child)}' is not allowed in an expression", hint=_ALLOWED_HINT)
+            if isinstance(child, ast.Constant) and not _allowed_constant(child.value):
+                raise ExprError(f"constant {child.value!r} is not allowed in an expression", hint=_ALLOWED_HINT)
     return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
 
 
@@ -101,6 +103,10 @@ def _parse(text: str) -> ast.Expression:
         raise ExprError(f"cannot parse expression '{source.strip()}': {exc.msg}") from None
 
 
+def _allowed_constant(value: Any) -> bool:
+    return isinstance(value, (int, float, bool, str)) or value is None
+
+
 class _Evaluator:
     def __init__(self, scope: Mapping[str, Any]):
         self.scope = scope
@@ -115,7 +121,7 @@ class _Evaluator:
         return method(node)
 
     def _Constant(self, node: ast.Constant) -> Any:
-        if isinstance(node.value, (int, float, bool, str)) or node.value is None:
+        if _allowed_constant(node.value):
             return node.value
         raise ExprError(f"constant {node.value!r} is not allowed in an expression")
 
