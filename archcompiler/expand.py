@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional
 
 import networkx as nx
 
@@ -35,6 +35,10 @@ class _Ctx:
     names: "_Names"  # where `from:` looks names up
     blocks: tuple[str, ...] = ()  # block instantiation stack, for recursion errors
     block: Optional[tuple[str, dict[str, Any]]] = None  # block instance awaiting its root scope
+
+    def entering(self, scope: str) -> "_Ctx":
+        """The context inside `scope`: its own names, and no block instance still awaiting its scope."""
+        return _Ctx(self.vars, self.defaults, (*self.scopes, scope), _Names(self.names), self.blocks)
 
 
 class _Names:
@@ -158,8 +162,8 @@ class _Expander:
         except expr.ExprError as exc:
             raise SpecError(str(exc), loc, hint=exc.hint or did_you_mean(exc.name or "", ctx.vars)) from None
 
-    def _memoised(self, name: str, objects: tuple, compute: Callable[[], Any]) -> Any:
-        """`compute()`, once per `name` and identity of `objects` (pure functions of them only)."""
+    def _memoised(self, name: Hashable, objects: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()`, once per `name` and identity of `objects` (a pure function of those only)."""
         key = (name, *map(id, objects))
         hit = self.memo.get(key)
         if hit is None:
@@ -265,10 +269,15 @@ class _Expander:
         # The arguments' plain data with a hole per expression, worked out once per spec subtree.
         plain, holes = self._memoised("holes", (merged,), lambda: (_plain(merged), list(_expressions(merged, item.loc))))
         validated = partial(validate, op.args, tree=merged, what=f"{item.kind} '{path}'", loc=item.loc)
-        if holes:
-            args = validated(_filled(plain, [(where, self._eval(text, loc, ctx)) for text, loc, where in holes]))
-        else:
-            args = self._memoised("args", (op, merged), lambda: validated(plain))
+        values = [self._eval(text, loc, ctx) for text, loc, _ in holes]
+        key = tuple((type(v), v) for v in values)  # typed: 1, 1.0 and True are equal keys, not equal arguments
+        try:
+            hash(key)
+        except TypeError:  # a list-valued parameter: validated each time
+            args = validated(_filled(plain, zip((where for _, _, where in holes), values)))
+        else:  # block instances with the same argument values share their (frozen) arguments
+            args = self._memoised(("args", key), (op, merged),
+                                  lambda: validated(_filled(plain, zip((where for _, _, where in holes), values))))
         self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes))
         if block_root:
             self.scopes[path].output = path
@@ -371,13 +380,13 @@ class _Expander:
             return self._block_scope(path, kind, loc, ctx)
         parent = ctx.scopes[-1] if ctx.scopes else None
         self.scopes[path] = Scope(path, kind, None, loc, parent)
-        return replace(ctx, scopes=(*ctx.scopes, path), names=_Names(ctx.names))
+        return ctx.entering(path)
 
     def _block_scope(self, path: str, kind: str, loc: Loc, ctx: _Ctx) -> _Ctx:
         block, args = ctx.block  # type: ignore[misc]
         parent = ctx.scopes[-1] if ctx.scopes else None
         self.scopes[path] = Scope(path, kind, block, loc, parent, args=args)
-        return replace(ctx, scopes=(*ctx.scopes, path), names=_Names(ctx.names), block=None)
+        return ctx.entering(path)
 
     def _close_scope(self, path: str, out: str, name: Optional[str], ctx: _Ctx) -> None:
         self.scopes[path].output = out
@@ -658,7 +667,7 @@ def _expressions(tree: Any, loc: Loc, path: tuple = ()) -> Iterator[tuple[str, L
         yield tree, loc, path
 
 
-def _filled(plain: Any, values: list[tuple[tuple, Any]]) -> Any:
+def _filled(plain: Any, values: Iterable[tuple[tuple, Any]]) -> Any:
     """A copy of plain data `plain` with the value at each path replaced."""
     out = _plain(plain)
     for path, value in values:

@@ -727,3 +727,17 @@ def test_defaults_must_name_ops():
 def test_block_named_like_an_op_is_refused():
     with pytest.raises(SpecError, match="block name 'relu' is taken"):
         make_spec("a: relu", blocks="relu:\n  params: []\n  conv: {out: 3, k: 1}")
+
+
+def test_instances_with_equal_arguments_share_them_and_equal_but_differently_typed_ones_do_not():
+    blocks = """
+    unit:
+      params: [c, b]
+      seq: [{conv: {out: $c, k: 1, bias: $b}}]
+    """
+    g = graph("- {unit: [3, true]}\n- {unit: [3, true]}\n- {unit: [4, false]}", blocks=blocks, outputs="o: '2'")
+    first, second, third = (n.args for n in g.nodes.values())
+    assert first is second and first.bias is True and (third.out, third.bias) == (4, False)
+    # 1 == True, but `bias` must be a boolean: the second instance is validated on its own.
+    err = error("- {unit: [3, true]}\n- {unit: [3, 1]}", blocks=blocks, outputs="o: '1'")
+    assert "bias" in err.message and "1.0" in err.message and (err.line, err.column) == (7, 40)  # at `$b`
