@@ -270,14 +270,11 @@ class _Expander:
         plain, holes = self._memoised("holes", (merged,), lambda: (_plain(merged), list(_expressions(merged, item.loc))))
         validated = partial(validate, op.args, tree=merged, what=f"{item.kind} '{path}'", loc=item.loc)
         values = [self._eval(text, loc, ctx) for text, loc, _ in holes]
+        fill = lambda: validated(_filled(plain, zip((where for _, _, where in holes), values)))  # noqa: E731
         key = tuple((type(v), v) for v in values)  # typed: 1, 1.0 and True are equal keys, not equal arguments
-        try:
-            hash(key)
-        except TypeError:  # a list-valued parameter: validated each time
-            args = validated(_filled(plain, zip((where for _, _, where in holes), values)))
-        else:  # block instances with the same argument values share their (frozen) arguments
-            args = self._memoised(("args", key), (op, merged),
-                                  lambda: validated(_filled(plain, zip((where for _, _, where in holes), values))))
+        # Block instances with equal argument values share their (frozen) arguments;
+        # a list-valued parameter makes the key unhashable, and is validated each time.
+        args = self._memoised(("args", key), (op, merged), fill) if _hashable(key) else fill()
         self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes))
         if block_root:
             self.scopes[path].output = path
@@ -665,6 +662,14 @@ def _expressions(tree: Any, loc: Loc, path: tuple = ()) -> Iterator[tuple[str, L
             yield from _expressions(value, loc_of(tree, i, loc), (*path, i))
     elif expr.is_expression(tree):
         yield tree, loc, path
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _filled(plain: Any, values: Iterable[tuple[tuple, Any]]) -> Any:
