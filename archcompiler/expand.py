@@ -259,27 +259,30 @@ class _Expander:
         block_root = ctx.block is not None
         if block_root:  # a block whose whole body is this op: the op is the block instance
             ctx = self._block_scope(path, "op", item.loc, ctx)
-        raw_args = item.value if item.value is not None else _located({}, item.loc)
-        if not isinstance(raw_args, Mapping):
-            raise SpecError(f"the arguments of '{item.kind}' must be a mapping, e.g. {{k: 3}}", item.raw.loc_of(item.kind))
-        merged = raw_args
-        for level in reversed(ctx.defaults):
-            if item.kind in level:
-                merged = self._memoised("merge", (level[item.kind], merged), partial(_merge, level[item.kind], merged))
-        # The arguments' plain data with a hole per expression, worked out once per spec subtree.
-        plain, holes = self._memoised("holes", (merged,), lambda: (_plain(merged), list(_expressions(merged, item.loc))))
-        validated = partial(validate, op.args, tree=merged, what=f"{item.kind} '{path}'", loc=item.loc)
-        values = [self._eval(text, loc, ctx) for text, loc, _ in holes]
-        fill = lambda: validated(_filled(plain, zip((where for _, _, where in holes), values)))  # noqa: E731
-        key = tuple((type(v), v) for v in values)  # typed: 1, 1.0 and True are equal keys, not equal arguments
-        # Block instances with equal argument values share their (frozen) arguments;
-        # a list-valued parameter makes the key unhashable, and is validated each time.
-        args = self._memoised(("args", key), (op, merged), fill) if _hashable(key) else fill()
+        args = self._op_args(op, item, path, ctx)
         self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes))
         if block_root:
             self.scopes[path].output = path
         self._register(name, path, ctx)
         return path
+
+    def _op_args(self, op: Any, item: _Item, path: str, ctx: _Ctx) -> Any:
+        """The validated arguments of op `item`: its own over the per-op defaults, expressions evaluated."""
+        levels = tuple(level[item.kind] for level in ctx.defaults if item.kind in level)
+        # The merged arguments' plain data, and where each expression sits, once per spec subtree.
+        merged, plain, holes = self._memoised(
+            "op args", (item.value if item.value is not None else item.loc, *levels),
+            lambda: _with_holes(item, levels))
+        values = [self._eval(text, loc, ctx) for text, loc, _ in holes]
+        key = tuple((type(v), v) for v in values)  # typed: 1, 1.0 and True are equal keys, not equal arguments
+
+        def validated() -> Any:
+            data = _filled(plain, zip((where for _, _, where in holes), values))
+            return validate(op.args, data, merged, f"{item.kind} '{path}'", item.loc)
+
+        # Block instances with equal argument values share their (frozen) arguments;
+        # a list-valued parameter makes the key unhashable, and is validated each time.
+        return self._memoised(("args", key), (op, merged), validated) if _hashable(key) else validated()
 
     def _block(self, item: _Item, name: Optional[str], prefix: str, inp: str, ctx: _Ctx) -> str:
         block = self.spec.blocks[item.kind]
@@ -662,6 +665,16 @@ def _expressions(tree: Any, loc: Loc, path: tuple = ()) -> Iterator[tuple[str, L
             yield from _expressions(value, loc_of(tree, i, loc), (*path, i))
     elif expr.is_expression(tree):
         yield tree, loc, path
+
+
+def _with_holes(item: _Item, levels: tuple[Mapping, ...]) -> tuple[Mapping, Any, list[tuple[str, Loc, tuple]]]:
+    """An op item's arguments laid over its defaults (outermost first); their plain data; their expressions."""
+    merged = item.value if item.value is not None else _located({}, item.loc)
+    if not isinstance(merged, Mapping):
+        raise SpecError(f"the arguments of '{item.kind}' must be a mapping, e.g. {{k: 3}}", item.raw.loc_of(item.kind))
+    for level in reversed(levels):
+        merged = _merge(level, merged)
+    return merged, _plain(merged), list(_expressions(merged, item.loc))
 
 
 def _hashable(value: Any) -> bool:
