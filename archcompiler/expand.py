@@ -81,6 +81,7 @@ class _Expander:
         self.taken: dict[str, Loc] = {}
         self.pending: dict[str, tuple[str, _Names, Loc]] = {}  # token -> (reference, names, loc)
         self.omitted: set[str] = set()
+        self.from_locs: dict[str, Loc] = {}  # node -> the `from:` that feeds it, for cycle errors
         # Results that depend only on (immutable) spec subtrees, so that the 9th
         # instance of a block costs less than the 1st: key -> (the key's objects, result).
         # Holding the objects keeps their ids from being reused while the key stands.
@@ -563,7 +564,6 @@ class _Expander:
             resolved[token] = target
             return target
 
-        self.from_locs: dict[str, Loc] = {}  # node -> the `from:` that feeds it, for cycle errors
         for node in self.nodes.values():
             for i in node.inputs:
                 if i in self.pending:
@@ -580,7 +580,7 @@ class _Expander:
             dag.add_node(node.id)
             for src in node.inputs:
                 dag.add_edge(src, node.id)
-        if declared_in_order(self.nodes, {n: i for i, n in enumerate(self.nodes)}):
+        if declared_in_order(self.nodes):
             return dag  # every edge points forward: no cycle
         try:
             cycle = nx.find_cycle(dag)

@@ -77,17 +77,18 @@ class Graph:
 
     def order(self) -> list[str]:
         """Node ids in an order where every node follows its inputs (declaration order first)."""
-        position = {n: i for i, n in enumerate(self.nodes)}
-        if declared_in_order(self.nodes, position):  # the usual case, without a forward `from:`
+        if declared_in_order(self.nodes):  # the usual case, without a forward `from:`
             return list(self.nodes)
+        position = {n: i for i, n in enumerate(self.nodes)}
         return [n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1)) if n != INPUT]
 
     def eval_outputs(self) -> list[Output]:
         return [o for o in self.outputs.values() if not o.train_only]
 
 
-def declared_in_order(nodes: dict[str, Node], position: dict[str, int]) -> bool:
+def declared_in_order(nodes: dict[str, Node]) -> bool:
     """Whether every node is declared after all of its inputs (then that order is topological)."""
+    position = {n: i for i, n in enumerate(nodes)}
     for i, node in enumerate(nodes.values()):
         for src in node.inputs:
             if position.get(src, -1) >= i:
