@@ -6,10 +6,10 @@ and the totals.  Counting conventions, used everywhere archc prints a
 number:
 
 - params: trainable parameters; buffers: elements of non-trainable state
-  (BatchNorm running statistics and its step counter).
-- macs: multiply-accumulates of conv and linear layers only (the unit of the
-  GoogLeNet paper's "ops" and of fvcore's "flops"); bias additions, BatchNorm,
-  pooling, activations and adds are not MACs.
+  (BatchNorm running statistics and its step counter, fixed RBF prototypes).
+- macs: multiply-accumulates of conv, linear and rbf layers only (the unit of
+  the GoogLeNet paper's "ops" and of fvcore's "flops"); bias additions,
+  BatchNorm, pooling, subsampling, activations and adds are not MACs.
 - activations: elements of each layer's output for one sample.
 - total_macs counts what runs in eval mode; layers that run only in training
   mode (auxiliary heads) are summed in train_only_macs.  Parameters count
@@ -88,7 +88,7 @@ class Report:
 
 CONVENTIONS = (
     "macs: multiply-accumulates of conv and linear layers (fvcore 'flops'); "
-    "total_macs: eval mode, one sample; params: trainable; buffers: BatchNorm statistics"
+    "total_macs: eval mode, one sample; params: trainable; buffers: BatchNorm statistics, fixed prototypes"
 )
 
 

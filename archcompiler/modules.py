@@ -5,13 +5,31 @@ Imported only by `lower` (through the op registry's lowering functions).
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .ops import ACTIVATIONS
+
+
+def activation(name: str) -> nn.Module:
+    """The module of activation `name`: torch.nn's class, or one defined here."""
+    cls = ACTIVATIONS[name][0]
+    return getattr(nn, cls)() if hasattr(nn, cls) else globals()[cls]()
+
+
+class ScaledTanh(nn.Module):
+    """LeCun's squashing function `1.7159 * tanh(2/3 * x)` (LeNet-5, appendix A).
+
+    The constants make f(1) = 1 and f(-1) = -1, so targets of +-1 sit where the
+    curve bends most.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
 
 
 class ConvNormAct(nn.Module):
@@ -26,7 +44,7 @@ class ConvNormAct(nn.Module):
         super().__init__()
         self.conv = conv
         self.bn = bn
-        self.act = getattr(nn, ACTIVATIONS[act][0])() if act else nn.Identity()
+        self.act = activation(act) if act else nn.Identity()
         # Asymmetric padding (e.g. TF "same" at stride 2) cannot live in Conv2d.
         self.pad = pad
 
@@ -34,3 +52,75 @@ class ConvNormAct(nn.Module):
         if self.pad is not None:
             x = F.pad(x, self.pad)
         return self.act(self.bn(self.conv(x)))
+
+
+class PartialConv2d(nn.Module):
+    """A convolution in which output map i sees only the input maps `connections[i]`.
+
+    LeNet-5's C3 is one: 16 maps over 6 inputs, 60 connections of 5x5 kernels.
+    Only the connected kernels are parameters (`weight` is connections x kh x
+    kw), so the parameter count is the paper's; `forward` scatters them into a
+    dense kernel whose missing connections are zero and runs one conv2d.
+    """
+
+    def __init__(self, in_channels: int, connections: Sequence[Sequence[int]], kernel_size: tuple[int, int],
+                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                 dilation: tuple[int, int] = (1, 1), bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, len(connections)
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        # Flat (output, input) slots of the dense kernel, in the order of `weight`'s rows.
+        self.slots = tuple(o * in_channels + i for o, inputs in enumerate(connections) for i in inputs)
+        self.weight = nn.Parameter(torch.empty(len(self.slots), *kernel_size))
+        self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Conv2d's default init, with the fan-in of each output map's own inputs (on average).
+        fan_in = len(self.slots) * math.prod(self.kernel_size) / self.out_channels
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def dense_weight(self) -> torch.Tensor:
+        slots = torch.tensor(self.slots, device=self.weight.device)
+        dense = self.weight.new_zeros(self.out_channels * self.in_channels, *self.kernel_size)
+        return dense.index_copy(0, slots, self.weight).view(self.out_channels, self.in_channels, *self.kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.dense_weight(), self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, connections={len(self.slots)}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}")
+
+
+class Subsample2d(nn.Module):
+    """LeNet-5's trainable subsampling: per map, the sum over each window times a
+    coefficient plus a bias (`weight` and `bias`, one of each per channel)."""
+
+    def __init__(self, channels: int, kernel_size: tuple[int, int], stride: tuple[int, int]):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window_sum = F.avg_pool2d(x, self.kernel_size, self.stride) * math.prod(self.kernel_size)
+        return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class RBF(nn.Module):
+    """Euclidean radial basis function units: y_j = sum_i (x_i - w_ji)^2.
+
+    The prototypes `w` are fixed, not trained (LeNet-5's output layer): a
+    buffer, so they are saved with the model but take no gradient.
+    """
+
+    def __init__(self, prototypes: torch.Tensor):
+        super().__init__()
+        self.register_buffer("prototypes", prototypes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.unsqueeze(1) - self.prototypes).pow(2).sum(-1)

@@ -46,6 +46,8 @@ ACTIVATIONS: dict[str, tuple[str, str]] = {
     "silu": ("SiLU", "F.silu({})"),
     "sigmoid": ("Sigmoid", "torch.sigmoid({})"),
     "tanh": ("Tanh", "torch.tanh({})"),
+    # LeCun's squashing function (LeNet-5); its module lives in archcompiler.modules
+    "scaled_tanh": ("ScaledTanh", "1.7159 * torch.tanh({} * (2.0 / 3.0))"),
 }
 ActName = Optional[Literal[tuple(ACTIVATIONS)]]  # type: ignore[valid-type]
 
@@ -77,9 +79,10 @@ class ConvArgs(Args):
     bias: StrictBool = True
     norm: Optional[NormArgs] = None
     act: ActName = None
+    # Partial connection table: for each output map, the input maps it reads.
+    connections: Optional[tuple[tuple[StrictInt, ...], ...]] = None
 
     _shorthand = field_validator("norm", mode="before")(_norm_shorthand)
-
 
 
 class PoolArgs(Args):
@@ -104,6 +107,19 @@ class NoArgs(Args):
 class LinearArgs(Args):
     out: StrictInt = Field(gt=0)
     bias: StrictBool = True
+    act: ActName = None
+
+
+class SubsampleArgs(Args):
+    k: Pair = 2
+    s: Optional[Pair] = None  # default: the kernel size
+    act: ActName = None
+
+
+class RBFArgs(Args):
+    out: StrictInt = Field(gt=0)
+    code: Literal["paley", "random"] = "paley"
+    seed: StrictInt = 0
 
 
 class BatchNormArgs(NormArgs):
@@ -256,6 +272,8 @@ def _conv_infer(a: ConvArgs, shapes: list[Shape]) -> Shape:
     c, h, w = _need_map(shapes, "conv")
     if c % a.groups or a.out % a.groups:
         raise ShapeError(f"conv groups={a.groups} must divide both input channels {c} and output channels {a.out}")
+    if a.connections is not None:
+        _check_connections(a, c)
     (kh, kw), (sh, sw), (dh, dw) = pair(a.k), pair(a.s), pair(a.dilation)
     if min(kh, kw, sh, sw, dh, dw) <= 0:
         raise ShapeError("conv kernel, stride and dilation must be positive")
@@ -266,10 +284,28 @@ def _conv_infer(a: ConvArgs, shapes: list[Shape]) -> Shape:
     return _positive(out, f"conv {kh}x{kw}/{sh}", (c, h, w))
 
 
+def _check_connections(a: ConvArgs, c: int) -> None:
+    if len(a.connections) != a.out:
+        raise ShapeError(f"conv connections lists {len(a.connections)} output maps but out is {a.out}")
+    if a.groups != 1 or a.norm is not None:
+        raise ShapeError("a conv with a connections table takes neither groups nor norm")
+    for o, inputs in enumerate(a.connections):
+        if not inputs or len(set(inputs)) != len(inputs) or not all(0 <= i < c for i in inputs):
+            raise ShapeError(f"conv connections[{o}] must list distinct input maps from 0 to {c - 1}, "
+                             f"got {list(inputs)}")
+
+
+def _connections_per_output(a: ConvArgs, c: int) -> int:
+    """Input maps summed over all output maps (out * c / groups for an ordinary conv)."""
+    if a.connections is not None:
+        return sum(len(inputs) for inputs in a.connections)
+    return a.out * (c // a.groups)
+
+
 def _conv_params(a: ConvArgs, shapes: list[Shape]) -> tuple[int, int]:
     c = shapes[0][0]
     kh, kw = pair(a.k)
-    weights = a.out * (c // a.groups) * kh * kw + (a.out if a.bias else 0)
+    weights = _connections_per_output(a, c) * kh * kw + (a.out if a.bias else 0)
     if a.norm is None:
         return weights, 0
     return weights + (2 * a.out if a.norm.affine else 0), 2 * a.out + 1
@@ -277,7 +313,7 @@ def _conv_params(a: ConvArgs, shapes: list[Shape]) -> tuple[int, int]:
 
 def _conv_macs(a: ConvArgs, shapes: list[Shape], out: Shape) -> int:
     kh, kw = pair(a.k)
-    return math.prod(out) * (shapes[0][0] // a.groups) * kh * kw
+    return out[1] * out[2] * _connections_per_output(a, shapes[0][0]) * kh * kw
 
 
 def _conv_lower(a: ConvArgs, shapes: list[Shape]) -> Lowered:
@@ -288,6 +324,13 @@ def _conv_lower(a: ConvArgs, shapes: list[Shape]) -> Lowered:
     c, h, w = shapes[0]
     t, b, l, r = conv_padding(a, h, w)
     symmetric = t == b and l == r
+    if a.connections is not None:
+        from .modules import PartialConv2d
+
+        conv = PartialConv2d(c, a.connections, pair(a.k), stride=pair(a.s), padding=(t, l) if symmetric else (0, 0),
+                             dilation=pair(a.dilation), bias=a.bias)
+        inner = "{m}({0})" if symmetric else "{m}(F.pad({0}, (%d, %d, %d, %d)))" % (l, r, t, b)
+        return Lowered(conv, _act_call(a.act, inner))
     conv = nn.Conv2d(
         c, a.out, pair(a.k), stride=pair(a.s), padding=(t, l) if symmetric else 0,
         dilation=pair(a.dilation), groups=a.groups, bias=a.bias,
@@ -307,6 +350,7 @@ def _conv_label(a: ConvArgs) -> str:
     extra = "".join(
         [
             f" g{a.groups}" if a.groups > 1 else "",
+            f" ({sum(map(len, a.connections))} connections)" if a.connections else "",
             " +BN" if a.norm else "",
             f" +{a.act}" if a.act else "",
         ]
@@ -316,7 +360,8 @@ def _conv_label(a: ConvArgs) -> str:
 
 register(OpDef(
     "conv", ConvArgs, "conv", _conv_infer, _conv_lower, _conv_label, _conv_params, _conv_macs,
-    doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`).",
+    doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`); "
+        "`connections` makes it partially connected (LeNet-5's C3).",
 ))
 
 # ---------------------------------------------------------------------------
@@ -448,9 +493,9 @@ register(OpDef(
 
 def _act_op(name: str) -> OpDef:
     def lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
-        import torch.nn as nn
+        from .modules import activation
 
-        return Lowered(getattr(nn, ACTIVATIONS[name][0])(), "{m}({0})")
+        return Lowered(activation(name), "{m}({0})")
 
     return OpDef(name, NoArgs, "act", lambda a, s: s[0], lower, lambda a: name, doc=f"The {name} activation.")
 
@@ -465,7 +510,7 @@ for _name in ACTIVATIONS:
 def _linear_lower(a: LinearArgs, shapes: list[Shape]) -> Lowered:
     import torch.nn as nn
 
-    return Lowered(nn.Linear(shapes[0][0], a.out, bias=a.bias), "{m}({0})")
+    return Lowered(nn.Linear(shapes[0][0], a.out, bias=a.bias), _act_call(a.act, "{m}({0})"))
 
 
 def _linear_infer(a: LinearArgs, shapes: list[Shape]) -> Shape:
@@ -475,10 +520,10 @@ def _linear_infer(a: LinearArgs, shapes: list[Shape]) -> Shape:
 
 register(OpDef(
     "linear", LinearArgs, "linear", _linear_infer,
-    _linear_lower, lambda a: f"linear {a.out}",
+    _linear_lower, lambda a: f"linear {a.out}" + (f" +{a.act}" if a.act else ""),
     params=lambda a, s: (s[0][0] * a.out + (a.out if a.bias else 0), 0),
     macs=lambda a, s, o: s[0][0] * a.out,
-    doc="Fully connected layer on a flat (features,) input.",
+    doc="Fully connected layer on a flat (features,) input, optionally followed by an activation (`act`).",
 ))
 
 
@@ -525,6 +570,90 @@ register(OpDef("softmax", SoftmaxArgs, "act", _softmax_infer, _softmax_lower, la
 
 register(OpDef("scale", ScaleArgs, "shape", lambda a, s: s[0], lambda a, s: Lowered(None, "{0} * %r" % a.factor),
                lambda a: f"x {a.factor:g}", doc="Multiplies its input by a constant `factor`."))
+
+# ---------------------------------------------------------------------------
+# LeNet-5's own layers
+
+
+def _subsample_geometry(a: SubsampleArgs) -> tuple[tuple[int, int], tuple[int, int]]:
+    k = pair(a.k)
+    return k, pair(a.s) if a.s is not None else k
+
+
+def _subsample_infer(a: SubsampleArgs, shapes: list[Shape]) -> Shape:
+    c, h, w = _need_map(shapes, "subsample")
+    (kh, kw), (sh, sw) = _subsample_geometry(a)
+    if min(kh, kw, sh, sw) <= 0:
+        raise ShapeError("subsample kernel and stride must be positive")
+    out = (c, _window_out(h, kh, sh, 0, 0, 1, False), _window_out(w, kw, sw, 0, 0, 1, False))
+    return _positive(out, f"subsample {kh}x{kw}/{sh}", (c, h, w))
+
+
+def _subsample_lower(a: SubsampleArgs, shapes: list[Shape]) -> Lowered:
+    from .modules import Subsample2d
+
+    k, s = _subsample_geometry(a)
+    return Lowered(Subsample2d(shapes[0][0], k, s), _act_call(a.act, "{m}({0})"))
+
+
+register(OpDef(
+    "subsample", SubsampleArgs, "pool", _subsample_infer, _subsample_lower,
+    lambda a: "subsample %s" % "x".join(map(str, pair(a.k))) + (f" +{a.act}" if a.act else ""),
+    params=lambda a, s: (2 * s[0][0], 0),
+    doc="Trainable subsampling (LeNet-5's S layers): each window's sum times a per-map coefficient, "
+        "plus a per-map bias, then `act`.",
+))
+
+
+def rbf_prototypes(a: RBFArgs, features: int) -> list[list[int]]:
+    """The fixed +-1 prototype of each RBF unit.
+
+    `paley`: rows 1..out of the Hadamard matrix of order `features` built by
+    Paley's construction (needs features - 1 a prime = 3 mod 4; 84 - 1 = 83
+    is): every two prototypes differ in exactly half their entries, the error
+    correcting code LeCun et al. mention as an alternative to their bitmaps.
+    `random`: each entry +-1 with equal probability, from `seed`.
+    """
+    if a.code == "random":
+        import random
+
+        rng = random.Random(a.seed)
+        return [[rng.choice((-1, 1)) for _ in range(features)] for _ in range(a.out)]
+    q = features - 1
+    if q < 3 or q % 4 != 3 or any(q % d == 0 for d in range(2, math.isqrt(q) + 1)):
+        raise ShapeError(f"rbf code 'paley' needs an input size one more than a prime = 3 mod 4 "
+                         f"(such as 84), got {features}; use code: random")
+    if a.out > q:
+        raise ShapeError(f"rbf code 'paley' gives at most {q} prototypes of size {features}, asked for {a.out}")
+    squares = {(i * i) % q for i in range(1, q)}
+
+    def chi(x: int) -> int:  # the Legendre symbol of x modulo q
+        return 0 if x % q == 0 else (1 if x % q in squares else -1)
+
+    # H = I + S with S = [[0, 1...], [-1..., Q]], Q[i][j] = chi(j - i): a skew Hadamard matrix.
+    return [[-1] + [chi(j - i) + (1 if i == j else 0) for j in range(q)] for i in range(a.out)]
+
+
+def _rbf_infer(a: RBFArgs, shapes: list[Shape]) -> Shape:
+    rbf_prototypes(a, _need_vector(shapes, "rbf"))
+    return (a.out,)
+
+
+def _rbf_lower(a: RBFArgs, shapes: list[Shape]) -> Lowered:
+    import torch
+
+    from .modules import RBF
+
+    return Lowered(RBF(torch.tensor(rbf_prototypes(a, shapes[0][0]), dtype=torch.float32)), "{m}({0})")
+
+
+register(OpDef(
+    "rbf", RBFArgs, "linear", _rbf_infer, _rbf_lower, lambda a: f"RBF {a.out}",
+    params=lambda a, s: (0, a.out * s[0][0]),
+    macs=lambda a, s, o: a.out * s[0][0],
+    doc="Euclidean radial basis units (LeNet-5's output): unit j gives the squared distance between "
+        "the input and its fixed +-1 prototype (a buffer, not trained); `code` chooses the prototypes.",
+))
 
 # ---------------------------------------------------------------------------
 # joins, made by the concat / add / residual containers

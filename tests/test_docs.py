@@ -284,8 +284,9 @@ FACTS: list[tuple[str, dict[str, Any], list[Callable[[Graph], None]]]] = [
     ("scopeless_demo", {}, [layers("conv1", "conv2", "conv3", "conv4", "pool")]),
     ("scopeless_demo", {"deep": False}, [layers("conv1", "conv2", "pool")]),
     ("ops_tour", {}, [
-        shapes(c1=(16, 32, 32), c2=(16, 32, 32), c3=(16, 32, 30), mp=(16, 17, 16), ap=(16, 8, 8), amp=(16, 4, 3),
-               aap=(16, 2, 2), gmp=(16, 1, 1), gap=(16, 1, 1), flat=(16,), fc=(10,), probs=(10,)),
+        shapes(c1=(16, 32, 32), c2=(16, 32, 32), c3=(16, 32, 30), part=(8, 32, 30), sub=(8, 16, 15), mp=(8, 9, 8),
+               ap=(8, 4, 4), amp=(8, 4, 3), aap=(8, 2, 2), gmp=(8, 1, 1), gap=(8, 1, 1), flat=(8,), fc=(10,),
+               probs=(10,), f6=(84,), rbf=(10,)),
         uses_every_op,  # the page says "every op in one spec"
     ]),
 ]

@@ -33,6 +33,9 @@ TINY = {
     "silu": ((3, 7, 6), "out: silu"),
     "sigmoid": ((3, 7, 6), "out: sigmoid"),
     "tanh": ((3, 7, 6), "out: tanh"),
+    "scaled_tanh": ((3, 7, 6), "out: scaled_tanh"),
+    "subsample": ((3, 8, 6), "out: {subsample: {k: 2, act: scaled_tanh}}"),
+    "rbf": ((3, 7, 4), "f: flatten\nout: {rbf: {out: 10}}"),
     "linear": ((3, 7, 6), "f: flatten\nout: {linear: {out: 5}}"),
     "flatten": ((3, 7, 6), "out: flatten"),
     "dropout": ((3, 7, 6), "out: {dropout: {p: 0.3}}"),
@@ -58,6 +61,7 @@ REFERENCE = {
     "silu": F.silu,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
+    "scaled_tanh": lambda x: 1.7159 * torch.tanh(x * 2 / 3),
     "flatten": lambda x: x.flatten(1),
     "dropout": lambda x: x,  # eval mode
     "softmax": lambda x: torch.softmax(x, 1),
@@ -146,3 +150,88 @@ def test_unknown_argument_is_refused(name):
         body = body.replace(f"out: {name}", f"out: {{{name}: {{bogus: 1}}}}")
     with pytest.raises(archcompiler.SpecError, match=f"unknown key 'bogus' in {name} 'out'"):
         archcompiler.compile_graph(make_spec(body, input=shape, outputs="o: out"))
+
+
+# ---------------------------------------------------------------------------
+# the layers LeNet-5 needs
+
+C3_TABLE = "[[0, 1, 2], [1, 2, 3], [0, 2, 3, 4], [5]]"
+
+
+def test_partial_conv_counts_only_connected_kernels_and_matches_a_masked_dense_conv():
+    spec = make_spec(f"out: {{conv: {{out: 4, k: 3, pad: 1, connections: {C3_TABLE}}}}}",
+                     input=(6, 5, 5), outputs="o: out")
+    report = archcompiler.summary(spec)
+    assert report.row("out").params == (3 + 3 + 4 + 1) * 9 + 4
+    assert report.row("out").macs == 25 * (3 + 3 + 4 + 1) * 9
+    model = archcompiler.build(spec, seed=0).eval()
+    conv = model.get_submodule("out")
+    mask = torch.zeros(4, 6, 1, 1)
+    for o, inputs in enumerate([[0, 1, 2], [1, 2, 3], [0, 2, 3, 4], [5]]):
+        mask[o, inputs] = 1
+    dense = conv.dense_weight()
+    assert torch.equal(dense * (1 - mask), torch.zeros_like(dense))
+    x = torch.randn(2, 6, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), F.conv2d(x, dense, conv.bias, padding=1))
+    # a gradient reaches every connected kernel and nothing else exists to train
+    model(x).sum().backward()
+    assert conv.weight.grad.abs().flatten(1).sum(1).gt(0).all()
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[[0], [1]]", "lists 2 output maps but out is 4"),
+    ("[[0], [1], [2], [6]]", r"connections\[3\] must list distinct input maps from 0 to 5"),
+    ("[[0], [1], [1, 1], [2]]", r"connections\[2\] must list distinct"),
+])
+def test_partial_conv_refuses_a_bad_table(table, message):
+    with pytest.raises(archcompiler.SpecError, match=message):
+        archcompiler.compile_graph(make_spec(f"out: {{conv: {{out: 4, k: 1, connections: {table}}}}}", input=(6, 5, 5)))
+
+
+def test_subsample_is_window_sum_times_coefficient_plus_bias():
+    spec = make_spec("out: {subsample: {k: 2}}", input=(3, 4, 6), outputs="o: out")
+    model = archcompiler.build(spec, seed=0).eval()
+    layer = model.get_submodule("out")
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([1.0, 2.0, -0.5]))
+        layer.bias.copy_(torch.tensor([0.0, 1.0, 0.25]))
+        x = torch.randn(1, 3, 4, 6)
+        sums = x.unfold(2, 2, 2).unfold(3, 2, 2).sum((-1, -2))
+        torch.testing.assert_close(model(x), sums * layer.weight.view(1, 3, 1, 1) + layer.bias.view(1, 3, 1, 1))
+    assert archcompiler.summary(spec).total_params == 6
+
+
+def test_rbf_paley_prototypes_are_an_orthogonal_plus_minus_one_code_and_fixed():
+    from archcompiler.ops import RBFArgs, rbf_prototypes
+
+    protos = torch.tensor(rbf_prototypes(RBFArgs(out=83), 84), dtype=torch.float64)
+    assert set(protos.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(protos @ protos.T, 84 * torch.eye(83, dtype=torch.float64))
+    spec = make_spec("f: flatten\nout: {rbf: {out: 10}}", input=(1, 7, 12), outputs="o: out")
+    model = archcompiler.build(spec).eval()
+    assert list(model.parameters()) == []
+    x = torch.randn(3, 1, 7, 12)
+    expected = torch.cdist(x.flatten(1), protos[:10].float()).pow(2)
+    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size, message", [(85, "one more than a prime = 3 mod 4"), (12, "at most 11 prototypes")])
+def test_rbf_paley_needs_a_suitable_input_size(size, message):
+    with pytest.raises(archcompiler.SpecError, match=message):
+        archcompiler.compile_graph(make_spec("f: flatten\nout: {rbf: {out: 12}}", input=(size, 1, 1)))
+
+
+def test_rbf_random_code_is_seeded():
+    from archcompiler.ops import RBFArgs, rbf_prototypes
+
+    assert rbf_prototypes(RBFArgs(out=3, code="random", seed=1), 20) == rbf_prototypes(RBFArgs(out=3, code="random", seed=1), 20)
+    assert rbf_prototypes(RBFArgs(out=3, code="random", seed=1), 20) != rbf_prototypes(RBFArgs(out=3, code="random", seed=2), 20)
+
+
+def test_linear_act_applies_after_the_layer():
+    spec = make_spec("f: flatten\nout: {linear: {out: 5, act: scaled_tanh}}", input=(3, 2, 2), outputs="o: out")
+    model = archcompiler.build(spec, seed=0).eval()
+    x = torch.randn(2, 3, 2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), 1.7159 * torch.tanh(model.get_submodule("out")(x.flatten(1)) * 2 / 3))

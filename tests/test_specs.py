@@ -39,6 +39,15 @@ def test_inferred_shapes_equal_runtime_shapes(compiled):
     assert shape_mismatches(model, batch=2) == []
 
 
+# LeNet-5's C3 runs as a dense conv with zero kernels where Table I has no
+# connection, and fvcore counts those zeros; its RBF layer is no op fvcore
+# knows. Its MACs are checked against the paper's connection counts instead
+# (test_zoo_papers.py).
+NOT_FVCORE_COUNTABLE = {"lenet5"}
+FVCORE_COUNTABLE = [p for p in SPECS if p.stem not in NOT_FVCORE_COUNTABLE]
+
+
+@pytest.mark.parametrize("compiled", FVCORE_COUNTABLE, ids=[p.stem for p in FVCORE_COUNTABLE], indirect=True)
 def test_static_macs_equal_fvcore(compiled):
     from fvcore.nn import FlopCountAnalysis
 
