@@ -459,19 +459,23 @@ register(OpDef("global_maxpool", NoArgs, "pool", _global_infer, _global_lower("m
 
 
 def _bn_infer(a: BatchNormArgs, shapes: list[Shape]) -> Shape:
-    return _need_map(shapes, "batchnorm")
+    (shape,) = shapes
+    if len(shape) not in (1, 3):
+        raise ShapeError(f"batchnorm needs a (C, H, W) map or a flat (features,) vector, got shape {fmt_shape(shape)}")
+    return shape
 
 
 def _bn_lower(a: BatchNormArgs, shapes: list[Shape]) -> Lowered:
     import torch.nn as nn
 
-    return Lowered(nn.BatchNorm2d(shapes[0][0], eps=a.eps, momentum=a.momentum, affine=a.affine), "{m}({0})")
+    cls = nn.BatchNorm2d if len(shapes[0]) == 3 else nn.BatchNorm1d
+    return Lowered(cls(shapes[0][0], eps=a.eps, momentum=a.momentum, affine=a.affine), "{m}({0})")
 
 
 register(OpDef(
     "batchnorm", BatchNormArgs, "norm", _bn_infer, _bn_lower, lambda a: "batch norm",
     params=lambda a, s: (2 * s[0][0] if a.affine else 0, 2 * s[0][0] + 1),
-    doc="BatchNorm over the channels of a (C, H, W) map.",
+    doc="BatchNorm over the channels of a (C, H, W) map, or over the features of a flat vector.",
 ))
 
 

@@ -278,6 +278,12 @@ def test_shape_preserving_ops(op, args):
     assert shapes(f"out: {{{op}: {args}}}", input=(3, 5, 6))["out"] == (3, 5, 6)
 
 
+def test_batchnorm_takes_maps_and_vectors_but_nothing_else():
+    assert shapes("f: flatten\nout: batchnorm", input=(3, 2, 2))["out"] == (12,)
+    e = shape_error("out: batchnorm", input=(3, 4))
+    assert "'out'" in e.message and "batchnorm needs a (C, H, W) map or a flat (features,) vector" in e.message
+
+
 def test_softmax_dim_must_exist():
     e = shape_error("f: flatten\nout: {softmax: {dim: 2}}")
     assert "'out'" in e.message and "softmax dim 2" in e.message
