@@ -268,6 +268,8 @@ def json_schema() -> dict[str, Any]:
     expression = {"type": "string", "pattern": r"^\$", "description": "a $param or ${expression}"}
     for def_name, definition in defs.items():  # any op argument may instead be an expression
         if def_name.endswith("Args"):
+            # `defaults:` may supply any argument, so none is required at the point of use.
+            definition.pop("required", None)
             for prop, schema in definition.get("properties", {}).items():
                 definition["properties"][prop] = {"anyOf": [schema, expression]}
     item_ref = {"$ref": "#/$defs/Item"}
@@ -284,6 +286,8 @@ def json_schema() -> dict[str, Any]:
         variants.append({"type": "object", "required": [name], "properties": {name: args, **meta},
                          "additionalProperties": False, "description": OPS[name].doc})
     variants.append({"type": "string", "enum": names, "description": "an op without arguments"})
+    variants.append({"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+                     "description": "a block without arguments"})
     variants.append({"type": "object", "required": ["seq"], "additionalProperties": False,
                      "properties": {"seq": group, **meta}})
     branches = {"type": "object", "additionalProperties": {"anyOf": [group, {"const": "identity"}]}}
@@ -297,6 +301,10 @@ def json_schema() -> dict[str, Any]:
     variants.append({"type": "object", "minProperties": 1, "description": "a block: {BLOCK: [args]} or {BLOCK: {name: value}}",
                      "properties": meta, "additionalProperties": {"type": ["array", "object", "null"]},
                      "propertyNames": {"not": {"enum": [*names, *CONTAINER_KEYS]}}})
+    variants.append({"type": "array", "items": item_ref, "description": "a chain with positional names"})
+    variants.append({"type": "object", "minProperties": 1, "additionalProperties": item_ref,
+                     "propertyNames": {"not": {"enum": [*names, *CONTAINER_KEYS]}},
+                     "description": "a chain with the given names"})
     defs["Item"] = {"anyOf": variants}
     header = defs.pop("Header")
     header["properties"]["body"] = {"anyOf": [{"type": "array", "items": item_ref},

@@ -170,3 +170,25 @@ def test_readme_error_example_is_what_archc_prints(tmp_path):
     (tmp_path / "bad.yaml").write_text(spec_text)
     r = archc("check", "bad.yaml", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == rest.strip()
+
+
+ZOO = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", ZOO, ids=[p.stem for p in ZOO])
+def test_build_summary_and_draw_succeed_on_every_spec(spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from archcompiler.cli import app
+
+    runner = CliRunner()
+    built = runner.invoke(app, ["build", str(spec), "-o", str(tmp_path / "build")])
+    assert built.exit_code == 0, built.output
+    assert "runtime shapes of all" in built.output
+    summary = json.loads((tmp_path / "build" / "summary.json").read_text())
+    shown = runner.invoke(app, ["summary", str(spec), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["total_params"] == summary["total_params"] > 0
+    drawn = runner.invoke(app, ["draw", str(spec), "-o", str(tmp_path / "net.svg")])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "net.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
