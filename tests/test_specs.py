@@ -19,7 +19,10 @@ SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
 
 
 def test_there_are_specs():
-    assert {p.stem for p in SPECS} >= {"googlenet", "googlenet_paper"}
+    assert {p.stem for p in SPECS} >= {
+        "googlenet", "googlenet_paper", "bn_inception", "inception_v2", "inception_v3", "inception_v4",
+        "inception_resnet_v1", "inception_resnet_v2", "lenet5", "alexnet", "alexnet_paper", "vgg16", "resnet50",
+    }
 
 
 @pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
