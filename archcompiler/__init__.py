@@ -11,8 +11,9 @@ Only `lower` (reached through `build`) imports torch.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .analysis import Report, analyze
 from .errors import SpecError
@@ -30,11 +31,17 @@ __version__ = "0.1.0"
 SpecLike = Union[Spec, str, Path]
 
 
-def compile_graph(spec: SpecLike, **params: Any) -> Graph:
-    """Load (if given a path), expand with `params` and infer shapes."""
+def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = None, **params: Any) -> Graph:
+    """Load (if given a path), expand with `params` and infer shapes.
+
+    `input_shape` (C, H, W) replaces the spec's `input`.
+    """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    return infer_shapes(expand(spec, **params))
+    graph = expand(spec, **params)
+    if input_shape is not None:
+        graph = replace(graph, input_shape=tuple(input_shape))
+    return infer_shapes(graph)
 
 
 def summary(spec: SpecLike, **params: Any) -> Report:

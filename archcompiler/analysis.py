@@ -10,10 +10,17 @@ number:
 - macs: multiply-accumulates of conv, linear and rbf layers only (the unit of
   the GoogLeNet paper's "ops" and of fvcore's "flops"); bias additions,
   BatchNorm, pooling, subsampling, activations and adds are not MACs.
-- activations: elements of each layer's output for one sample.
+- activations: elements of each layer's output; activation memory is that
+  at fp32 (4 bytes each).  MACs and activations are for `batch` samples
+  (one by default); parameters and buffers do not depend on the batch.
 - total_macs counts what runs in eval mode; layers that run only in training
   mode (auxiliary heads) are summed in train_only_macs.  Parameters count
   every layer, as a state_dict does.
+- receptive field: the size (in input pixels) of the input window one output
+  unit depends on, and its jump (the input-pixel distance between adjacent
+  output units), from each op's window (kernel, stride, dilation); padding
+  is ignored, joins take the largest field of their inputs, and a flatten
+  or global pool sees the whole map.
 No torch.
 """
 
@@ -23,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .graph import Graph
+from .graph import INPUT, Graph
 from .ops import OPS, Shape
 
 
@@ -40,6 +47,8 @@ class Row:
     macs: int
     activations: int
     train_only: bool
+    rf: tuple[int, int] = (1, 1)  # receptive field (h, w) in input pixels
+    jump: tuple[int, int] = (1, 1)  # input pixels between adjacent output units
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,20 @@ class Report:
     total_buffers: int
     total_macs: int  # eval mode
     train_only_macs: int
-    total_activations: int  # eval mode, one sample
+    total_activations: int  # eval mode, `batch` samples
     outputs: dict[str, Shape] = field(default_factory=dict)
+    batch: int = 1
+
+    BYTES_PER_ACTIVATION = 4  # fp32
+
+    @property
+    def activation_bytes(self) -> int:
+        """Memory of every eval-mode layer's output at fp32 (what a training step keeps, roughly)."""
+        return self.total_activations * self.BYTES_PER_ACTIVATION
+
+    def model_bytes(self, bytes_per_value: int) -> int:
+        """Size of the parameters and buffers stored at `bytes_per_value` each (4 fp32, 2 fp16, 1 int8)."""
+        return (self.total_params + self.total_buffers) * bytes_per_value
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -73,6 +94,9 @@ class Report:
             "total_macs": self.total_macs,
             "train_only_macs": self.train_only_macs,
             "total_activations": self.total_activations,
+            "activation_bytes": self.activation_bytes,
+            "model_bytes": {"fp32": self.model_bytes(4), "fp16": self.model_bytes(2), "int8": self.model_bytes(1)},
+            "batch": self.batch,
             "outputs": {k: list(v) for k, v in self.outputs.items()},
             "conventions": CONVENTIONS,
             "nodes": [
@@ -80,6 +104,7 @@ class Report:
                     "name": r.name, "kind": r.kind, "op": r.op, "label": r.label, "depth": r.depth,
                     "output_shape": list(r.output_shape), "params": r.params, "buffers": r.buffers,
                     "macs": r.macs, "activations": r.activations, "train_only": r.train_only,
+                    "receptive_field": list(r.rf), "jump": list(r.jump),
                 }
                 for r in self.rows
             ],
@@ -87,20 +112,26 @@ class Report:
 
 
 CONVENTIONS = (
-    "macs: multiply-accumulates of conv and linear layers (fvcore 'flops'); "
-    "total_macs: eval mode, one sample; params: trainable; buffers: BatchNorm statistics, fixed prototypes"
+    "MACs: multiply-accumulates of conv, linear and rbf layers (fvcore's 'flops'; BatchNorm, pooling, "
+    "activations and adds count 0); total MACs: eval mode; params: trainable; buffers: BatchNorm "
+    "statistics, fixed prototypes; activation memory: every eval-mode layer output at fp32; "
+    "RF: receptive field in input pixels (padding ignored), jump: its stride"
 )
 
 
-def analyze(graph: Graph) -> Report:
-    """Count parameters, MACs and activations per layer and per scope."""
+def analyze(graph: Graph, batch: int = 1) -> Report:
+    """Count parameters, MACs, activations and receptive fields per layer and per scope.
+
+    MACs and activations are for `batch` samples.
+    """
     per_node: dict[str, tuple[int, int, int, int]] = {}
     for node in graph.nodes.values():
         op = OPS[node.op]
-        inputs = [graph.input_shape if i == "input" else graph.nodes[i].shape for i in node.inputs]
+        inputs = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
         params, buffers = op.params(node.args, inputs)
         macs = op.macs(node.args, inputs, node.shape)
-        per_node[node.id] = (params, buffers, macs, math.prod(node.shape))
+        per_node[node.id] = (params, buffers, macs * batch, math.prod(node.shape) * batch)
+    fields = receptive_fields(graph)
 
     depth = {}
     for scope in graph.scopes.values():  # parents come before children
@@ -129,12 +160,12 @@ def analyze(graph: Graph) -> Report:
             rows.append(Row(
                 scope.id, "block" if scope.block else "group", scope.block or scope.kind,
                 _scope_label(scope), depth[scope_id], out.shape, *scope_totals[scope_id],
-                scope_id not in scope_runs_in_eval,
+                scope_id not in scope_runs_in_eval, *fields[scope.output],
             ))
         params, buffers, macs, acts = per_node[node.id]
         rows.append(Row(
             node.id, "layer", node.op, OPS[node.op].label(node.args), len(node.scopes) + 1, node.shape,
-            params, buffers, macs, acts, node.train_only,
+            params, buffers, macs, acts, node.train_only, *fields[node.id],
         ))
 
     live = [n for n in graph.nodes.values() if not n.train_only]
@@ -146,7 +177,29 @@ def analyze(graph: Graph) -> Report:
         train_only_macs=sum(per_node[n.id][2] for n in graph.nodes.values() if n.train_only),
         total_activations=sum(per_node[n.id][3] for n in live),
         outputs={name: graph.nodes[o.node].shape for name, o in graph.outputs.items()},
+        batch=batch,
     )
+
+
+def receptive_fields(graph: Graph) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """Node id -> (receptive field, jump), each (h, w) in input pixels.
+
+    The usual recurrence, per axis: field = field_in + (k - 1) * dilation * jump_in,
+    jump = jump_in * stride, with (k, stride, dilation) from the op's window.
+    """
+    fields: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {INPUT: ((1, 1), (1, 1))}
+    for node_id in graph.order():
+        node = graph.nodes[node_id]
+        ins = [fields[i] for i in node.inputs]
+        rf = tuple(max(f[0][axis] for f in ins) for axis in (0, 1))
+        jump = tuple(max(f[1][axis] for f in ins) for axis in (0, 1))
+        shapes = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+        k, s, d = OPS[node.op].window(node.args, shapes)
+        fields[node_id] = (
+            (rf[0] + (k[0] - 1) * d[0] * jump[0], rf[1] + (k[1] - 1) * d[1] * jump[1]),
+            (jump[0] * s[0], jump[1] * s[1]),
+        )
+    return fields
 
 
 def _scope_label(scope: Any) -> str:

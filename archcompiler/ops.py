@@ -18,6 +18,8 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 Shape = tuple[int, ...]  # one sample's shape: (C, H, W) for maps, (F,) for vectors
+Window = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # kernel, stride, dilation
+POINTWISE: Window = ((1, 1), (1, 1), (1, 1))
 
 
 class ShapeError(ValueError):
@@ -180,6 +182,8 @@ class OpDef:
     params: Callable[[Any, list[Shape]], tuple[int, int]] = lambda a, s: (0, 0)  # (trainable, buffer elements)
     macs: Callable[[Any, list[Shape], Shape], int] = lambda a, s, o: 0
     arity: Optional[int] = 1  # number of inputs; None for any number >= 1
+    # The spatial window each output reads, for receptive fields: ((kh, kw), (sh, sw), (dh, dw)).
+    window: Callable[[Any, list[Shape]], Window] = lambda a, s: POINTWISE
     doc: str = ""
     internal: bool = False  # made by containers, not written as an op in a spec
 
@@ -360,6 +364,7 @@ def _conv_label(a: ConvArgs) -> str:
 
 register(OpDef(
     "conv", ConvArgs, "conv", _conv_infer, _conv_lower, _conv_label, _conv_params, _conv_macs,
+    window=lambda a, s: (pair(a.k), pair(a.s), pair(a.dilation)),
     doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`); "
         "`connections` makes it partially connected (LeNet-5's C3).",
 ))
@@ -409,10 +414,34 @@ def _pool_label(kind: str) -> Callable[[PoolArgs], str]:
     return label
 
 
+def _pool_window(a: PoolArgs, shapes: list[Shape]) -> Window:
+    k, s, _ = _pool_geometry(a)
+    return k, s, (1, 1)
+
+
+def _whole_map_window(a: Any, shapes: list[Shape]) -> Window:
+    # Every output reads the whole input map (global pooling; flatten, for the layer after it).
+    if len(shapes[0]) != 3:
+        return POINTWISE
+    hw = (shapes[0][1], shapes[0][2])
+    return hw, hw, (1, 1)
+
+
+def _adaptive_window(a: AdaptivePoolArgs, shapes: list[Shape]) -> Window:
+    # PyTorch's adaptive window i spans [floor(i*n/o), ceil((i+1)*n/o)); sizes vary, so take the largest
+    # (the receptive field is an upper bound there) and the smallest step between windows.
+    (_, h, w), (oh, ow) = shapes[0], pair(a.size)
+
+    def widest(n: int, o: int) -> int:
+        return max(-(-(i + 1) * n // o) - (i * n // o) for i in range(o))
+
+    return (widest(h, oh), widest(w, ow)), (max(h // oh, 1), max(w // ow, 1)), (1, 1)
+
+
 register(OpDef("maxpool", PoolArgs, "pool", _pool_infer("maxpool"), _maxpool_lower, _pool_label("max pool"),
-               doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
+               window=_pool_window, doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
 register(OpDef("avgpool", AvgPoolArgs, "pool", _pool_infer("avgpool"), _avgpool_lower, _pool_label("avg pool"),
-               doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
+               window=_pool_window, doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
 
 
 def _adaptive_infer(a: AdaptivePoolArgs, shapes: list[Shape]) -> Shape:
@@ -446,13 +475,13 @@ def _global_lower(kind: str) -> Callable[[NoArgs, list[Shape]], Lowered]:
 
 
 register(OpDef("adaptive_avgpool", AdaptivePoolArgs, "pool", _adaptive_infer, _adaptive_lower("avg"),
-               lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", doc="Average pooling to a fixed output size."))
+               lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", window=_adaptive_window, doc="Average pooling to a fixed output size."))
 register(OpDef("adaptive_maxpool", AdaptivePoolArgs, "pool", _adaptive_infer, _adaptive_lower("max"),
-               lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", doc="Max pooling to a fixed output size."))
+               lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", window=_adaptive_window, doc="Max pooling to a fixed output size."))
 register(OpDef("global_avgpool", NoArgs, "pool", _global_infer, _global_lower("avg"),
-               lambda a: "global avg pool", doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
+               lambda a: "global avg pool", window=_whole_map_window, doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
 register(OpDef("global_maxpool", NoArgs, "pool", _global_infer, _global_lower("max"),
-               lambda a: "global max pool", doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))
+               lambda a: "global max pool", window=_whole_map_window, doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))
 
 # ---------------------------------------------------------------------------
 # normalisation
@@ -538,7 +567,7 @@ def _flatten_lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
 
 
 register(OpDef("flatten", NoArgs, "shape", lambda a, s: (math.prod(s[0]),), _flatten_lower, lambda a: "flatten",
-               doc="Flatten everything but the batch dimension."))
+               window=_whole_map_window, doc="Flatten everything but the batch dimension."))
 
 
 def _dropout_lower(a: DropoutArgs, shapes: list[Shape]) -> Lowered:
@@ -604,6 +633,7 @@ register(OpDef(
     "subsample", SubsampleArgs, "pool", _subsample_infer, _subsample_lower,
     lambda a: "subsample %s" % "x".join(map(str, pair(a.k))) + (f" +{a.act}" if a.act else ""),
     params=lambda a, s: (2 * s[0][0], 0),
+    window=lambda a, s: (*_subsample_geometry(a), (1, 1)),
     doc="Trainable subsampling (LeNet-5's S layers): each window's sum times a per-map coefficient, "
         "plus a per-map bias, then `act`.",
 ))

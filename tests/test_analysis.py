@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import archcompiler
 from archcompiler import summary
 
 from conftest import make_spec
@@ -190,3 +193,60 @@ def test_block_label_lists_args_in_signature_order():
       conv: {out: $c, k: $k}
     """)
     assert r.row("out").label == "u(6, 1)"
+
+
+# ---------------------------------------------------------------------------
+# receptive fields, batch and sizes
+
+ZOO = Path(__file__).parents[1] / "specs"
+
+
+@pytest.mark.parametrize("spec, node, field", [
+    # Araujo, Norris and Sim, "Computing Receptive Fields of Convolutional Neural
+    # Networks" (Distill, 2019), table of TF-slim models: same geometry as these specs.
+    ("alexnet", "features.12", 195),
+    ("vgg16", "features.30", 212),
+    ("bn_inception", "inception_5b", 699),    # TF-slim's "inception_v2" is BN-Inception
+    ("inception_v3", "Mixed_7c", 1311),
+    ("inception_v4", "features", 2071),
+    ("inception_resnet_v2", "conv2d_7b", 3039),
+    ("resnet50", "layer4", 427),              # torchvision's v1.5: stride on the 3x3 (slim's v1: 483)
+    ("lenet5", "C5", 32),                     # C5 sees the whole 32x32 input
+])
+def test_receptive_fields_equal_published_values(spec, node, field):
+    row = archcompiler.summary(ZOO / f"{spec}.yaml").row(node)
+    assert row.rf == (field, field)
+    assert row.jump == ((4, 4) if spec == "lenet5" else (32, 32))
+
+
+def test_receptive_field_recurrence_on_a_small_chain():
+    report = archcompiler.summary(make_spec("""
+    a: {conv: {out: 4, k: 3}}
+    b: {conv: {out: 4, k: [3, 5], s: 2}}
+    c: {conv: {out: 4, k: 3, dilation: 2}}
+    d: {maxpool: {k: 2}}
+    j: {concat: {x: identity, y: {conv: {out: 4, k: 1}}}}
+    """, input=(3, 64, 64)))
+    assert [(report.row(n).rf, report.row(n).jump) for n in "abcd"] == [
+        ((3, 3), (1, 1)), ((5, 7), (2, 2)), ((13, 15), (2, 2)), ((15, 17), (4, 4)),
+    ]
+    assert report.row("j.concat").rf == (15, 17)
+
+
+def test_batch_scales_macs_and_activations_but_not_parameters():
+    one = archcompiler.analysis.analyze(archcompiler.compile_graph(ZOO / "googlenet.yaml"))
+    eight = archcompiler.analysis.analyze(archcompiler.compile_graph(ZOO / "googlenet.yaml"), batch=8)
+    assert eight.total_macs == 8 * one.total_macs and eight.total_activations == 8 * one.total_activations
+    assert eight.total_params == one.total_params and eight.total_buffers == one.total_buffers
+    assert eight.activation_bytes == 4 * eight.total_activations
+    assert one.model_bytes(4) == 4 * (one.total_params + one.total_buffers) == 2 * one.model_bytes(2)
+
+
+def test_input_override_changes_shapes_and_costs():
+    graph = archcompiler.compile_graph(ZOO / "resnet50.yaml", input_shape=(3, 448, 448))
+    assert graph.input_shape == (3, 448, 448)
+    assert graph.nodes["layer4.2.add"].shape == (2048, 14, 14)
+    report = archcompiler.analysis.analyze(graph)
+    base = archcompiler.summary(ZOO / "resnet50.yaml")
+    assert report.total_params == base.total_params
+    assert report.total_macs - 2_048_000 == 4 * (base.total_macs - 2_048_000)  # all but fc scale with the area
