@@ -79,10 +79,10 @@ def parse_overrides(pairs: Optional[List[str]]) -> dict[str, Any]:
     return out
 
 
-def _graph(spec: Path, overrides: Optional[List[str]]):
+def _graph(spec: Path, overrides: Optional[List[str]], input_shape: Optional[tuple[int, ...]] = None):
     from . import compile_graph
 
-    return compile_graph(spec, **parse_overrides(overrides))
+    return compile_graph(spec, input_shape=input_shape, **parse_overrides(overrides))
 
 
 def _depth(text: Optional[str]) -> Optional[int]:
@@ -146,32 +146,74 @@ def check(spec: Path = SPEC_ARG, set_: Optional[List[str]] = SET_OPT) -> None:
                f"outputs: {outs}")
 
 
+INPUT_OPT = typer.Option(None, "--input", help="Replace the spec's input shape, e.g. --input 3,448,448 (C,H,W).",
+                         show_default=False)
+
+
+def parse_input(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """`"3,448,448"` -> (3, 448, 448)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--input expects three positive sizes C,H,W, got '{text}'", hint="e.g. --input 3,224,224")
+    return tuple(int(p) for p in parts)
+
+
 @app.command()
 @_user_errors
 def summary(
     spec: Path = SPEC_ARG,
     format: str = typer.Option("table", "--format", "-f", help="table, json, csv or markdown."),
     depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Fold rows nested deeper than N into their block's row (default: show all)."),
+    units: str = typer.Option("raw", "--units", help="raw (exact integers) or si (13.0M, 1.50G, 52.0 MB)."),
+    input_: Optional[str] = INPUT_OPT,
+    batch: int = typer.Option(1, "--batch", "-b", help="Batch size: scales MACs and activation memory."),
+    paper: bool = typer.Option(False, "--paper", help="The papers' table form (GoogLeNet's Table 1): one row per "
+                               "top-level layer or module, with the width of each Inception branch."),
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
-    """Print parameters, multiply-adds and output shape of every block and layer (no torch)."""
+    """Print parameters, MACs, activation memory, receptive field and output shape of every block and layer.
+
+    Static (no torch, no forward pass). MACs are multiply-accumulates of conv,
+    linear and rbf layers, the quantity fvcore calls flops; BatchNorm,
+    pooling, activations and adds count zero. See docs/summaries.md.
+    """
     from . import report
     from .analysis import analyze
 
     if format not in report.FORMATS:
         raise UserError(f"--format must be one of {', '.join(report.FORMATS)}, got '{format}'")
-    rep = analyze(_graph(spec, set_))
+    if units not in report.UNITS:
+        raise UserError(f"--units must be raw or si, got '{units}'")
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, got {batch}")
+    graph = _graph(spec, set_, parse_input(input_))
+    rep = analyze(graph, batch=batch)
     d = _depth(depth)
-    if format == "table":
-        from rich.console import Console
+    if paper:
+        from . import paper as paper_table
 
-        console = Console()
-        if not console.is_terminal:  # piped into a file: do not squeeze the table into 80 columns
-            console = Console(width=200)
-        console.print(report.to_table(rep, d))
+        table = paper_table.paper_table(graph, rep)
+        renderers = {"table": paper_table.to_table, "json": paper_table.to_json, "csv": paper_table.to_csv,
+                     "markdown": paper_table.to_markdown}
+        out = renderers[format](table, units)
+    elif format == "table":
+        out = report.to_table(rep, d, units)
     else:
-        renderer = {"json": report.to_json, "csv": report.to_csv, "markdown": report.to_markdown}[format]
-        sys.stdout.write(renderer(rep, d) + ("" if format == "csv" else "\n"))
+        out = {"json": lambda: report.to_json(rep, d), "csv": lambda: report.to_csv(rep, d),
+               "markdown": lambda: report.to_markdown(rep, d, units)}[format]()
+    if isinstance(out, str):
+        sys.stdout.write(out + ("" if out.endswith("\n") else "\n"))
+        return
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console()
+    if not console.is_terminal:  # piped into a file: as wide as the table needs, never squeezed
+        wide = Console(width=10_000)
+        console = Console(width=Measurement.get(wide, wide.options, out).maximum)
+    console.print(out)
 
 
 @app.command()

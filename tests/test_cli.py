@@ -58,7 +58,7 @@ def test_summary_csv_and_markdown_carry_the_same_totals():
     rows = list(csv.DictReader(io.StringIO(archc("summary", SPEC, "--format", "csv", "--depth", "1").stdout)))
     assert sum(int(r["params"]) for r in rows) == 13_004_888
     md = archc("summary", SPEC, "--format", "markdown").stdout
-    assert "| name | op | output | params | MACs |" in md and "**13,004,888**" in md
+    assert "| name | op | output | params | buffers | MACs |" in md and "**13,004,888**" in md
 
 
 def test_summary_table_shows_totals():
@@ -80,10 +80,33 @@ def test_set_overrides_params_and_rejects_unknown_ones():
 
 def test_bad_options_exit_2_with_one_line():
     for args in (["summary", SPEC, "--format", "xml"], ["summary", SPEC, "--depth", "0"],
+                 ["summary", SPEC, "--units", "metric"], ["summary", SPEC, "--input", "3,224"],
+                 ["summary", SPEC, "--batch", "0"], ["summary", SPEC, "--input", "3,0,224"],
                  ["draw", SPEC, "-o", "/tmp/x.gif"], ["check", "no/such/spec.yaml"]):
         r = archc(*args)
         assert r.returncode == 2, args
         assert "Traceback" not in r.stderr
+
+
+def test_summary_input_batch_and_units_overrides():
+    base = json.loads(archc("summary", SPEC, "--format", "json").stdout)
+    big = json.loads(archc("summary", SPEC, "--format", "json", "--input", "3,448,448", "--batch", "2").stdout)
+    assert big["input"] == [3, 448, 448] and big["batch"] == 2
+    assert big["total_params"] == base["total_params"]
+    assert big["total_macs"] > 4 * base["total_macs"]  # four times the area, twice the batch (fc aside)
+    si = archc("summary", SPEC, "--units", "si", "--depth", "1")
+    assert si.returncode == 0 and "13.0M" in si.stdout and "13,004,888" not in si.stdout
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "markdown"])
+def test_summary_paper_form_in_every_format(fmt):
+    r = archc("summary", str(ROOT / "specs" / "googlenet_paper.yaml"), "--paper", "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    assert "inception3a" in r.stdout and "#5x5 reduce" in r.stdout
+    if fmt == "json":
+        assert json.loads(r.stdout)["rows"][0]["name"] == "conv1"
+    if fmt == "csv":
+        assert next(csv.DictReader(io.StringIO(r.stdout)))["patch size / stride"] == "7x7/2"
 
 
 @needs_dot
