@@ -221,11 +221,22 @@ def summary(
 def draw(
     spec: Path = SPEC_ARG,
     output: Path = typer.Option(..., "--output", "-o", help="Output file; the format comes from its extension: .svg, .png, .pdf or .dot."),
-    depth: str = typer.Option("1", "--depth", "-d", help="Open blocks down to depth N, or 'full' for every layer."),
+    depth: str = typer.Option("1", "--depth", "-d", help="Open modules down to depth N (1: one box per top-level "
+                              "block instance or repeat), or 'full' for every layer."),
+    expand: Optional[List[str]] = typer.Option(None, "--expand", "-e", help="Open this module (a block instance, "
+                                               "repeat or container, by its dotted name); repeatable."),
+    block: Optional[str] = typer.Option(None, "--block", help="Draw one block template on its own, every layer "
+                                        "(its first instance), the way the papers draw a module."),
     rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)."),
+    input_: Optional[str] = INPUT_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
-    """Draw SPEC as a graphviz diagram: one box per block instance, shapes on the edges."""
+    """Draw SPEC with Graphviz: one box per module, tensor shapes on the edges, colours by op kind.
+
+    Modules (block instances, repeats, concat/add/residual containers) are
+    boxes at the chosen depth and labelled clusters when opened; plain
+    chains are dashed lanes. No torch.
+    """
     from .draw import FORMATS, render
 
     fmt = output.suffix.lstrip(".").lower()
@@ -233,7 +244,12 @@ def draw(
         raise UserError(f"cannot tell the format of '{output}'", hint=f"end the file name in .{', .'.join(FORMATS)}")
     if rankdir not in ("TB", "LR"):
         raise UserError(f"--rankdir must be TB or LR, got '{rankdir}'")
-    data = render(_graph(spec, set_), fmt, _depth(depth), rankdir)
+    graph = _graph(spec, set_, parse_input(input_))
+    unknown = [name for name in expand or () if name not in graph.scopes]
+    if unknown:
+        raise UserError(f"--expand {unknown[0]}: '{graph.name}' has no module of that name",
+                        hint="use a dotted name from `archc summary`, e.g. " + next(iter(graph.scopes), "stage"))
+    data = render(graph, fmt, _depth(depth), rankdir, expand or (), block)
     write_atomic(output, data)
     typer.echo(f"wrote {output}")
 

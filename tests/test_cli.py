@@ -168,6 +168,18 @@ def test_draw_depth_full_shows_every_layer(tmp_path):
     assert "inception3a.branch2.1" not in shallow.read_text()
 
 
+def test_draw_block_and_expand(tmp_path):
+    out = tmp_path / "b.dot"
+    r = archc("draw", str(ROOT / "specs" / "inception_v4.yaml"), "--block", "reduction_a", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert '"features.10.branch1.2"' in out.read_text() and "features.11" not in out.read_text()
+    r = archc("draw", SPEC, "--expand", "inception4a", "-o", str(out))
+    assert r.returncode == 0 and '"inception4a.branch3.1"' in out.read_text()
+    for args in (["--block", "nope"], ["--expand", "inception9z"]):
+        r = archc("draw", SPEC, *args, "-o", str(out))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
 def test_schema_is_valid_and_accepts_the_specs():
     import jsonschema
     import yaml
