@@ -203,6 +203,11 @@ def summary(
     else:
         out = {"json": lambda: report.to_json(rep, d), "csv": lambda: report.to_csv(rep, d),
                "markdown": lambda: report.to_markdown(rep, d, units)}[format]()
+    _print(out)
+
+
+def _print(out: Any) -> None:
+    """Write a string as is, or a rich renderable as wide as it needs when piped."""
     if isinstance(out, str):
         sys.stdout.write(out + ("" if out.endswith("\n") else "\n"))
         return
@@ -306,6 +311,30 @@ def build(
         f"runtime shapes of all {len(graph.nodes)} layers match the inferred ones; "
         f"wrote {target}/{{{', '.join(files)}}}"
     )
+
+
+@app.command("diff")
+@_user_errors
+def diff_command(
+    spec_a: Path = typer.Argument(..., help="The first spec (A).", show_default=False),
+    spec_b: Path = typer.Argument(..., help="The second spec (B); deltas are B - A.", show_default=False),
+    format: str = typer.Option("table", "--format", "-f", help="table, json or markdown."),
+    set_: Optional[List[str]] = SET_OPT,
+) -> None:
+    """Compare two networks stage by stage (by feature-map grid): parameters, MACs, output shape and deltas.
+
+    Stages are aligned by the spatial size of their outputs (35x35, 17x17,
+    ...), so networks with different module names compare directly, e.g.
+    specs/inception_v4.yaml against specs/inception_resnet_v2.yaml. --set
+    applies to both specs. No torch.
+    """
+    from . import diff as diffing
+
+    renderers = {"table": diffing.to_table, "json": diffing.to_json, "markdown": diffing.to_markdown}
+    if format not in renderers:
+        raise UserError(f"--format must be one of {', '.join(renderers)}, got '{format}'")
+    result = diffing.diff(_graph(spec_a, set_), _graph(spec_b, set_))
+    _print(renderers[format](result))
 
 
 @app.command()

@@ -96,7 +96,7 @@ def diagram(graph: Graph, depth: Optional[int] = 1, rankdir: str = "TB",
         name = f"output:{out.name}"
         dot.node(_id(name), f"{out.name}\n{_shape(graph.nodes[out.node].shape)}", fillcolor=PALETTE["io"],
                  style="rounded,filled,dashed" if out.train_only else "rounded,filled")
-        dot.edge(_id(_unit_of(graph, out.node, depth, set(expand))), _id(name))
+        dot.edge(_id(_unit_of(graph, _absorbed(graph, depth).get(out.node, out.node), depth, set(expand))), _id(name))
     return dot
 
 
@@ -115,6 +115,28 @@ def block_diagram(graph: Graph, block: str, rankdir: str = "TB") -> graphviz.Dig
     dot.node("output", f"output\n{_shape(out.shape)}", fillcolor=PALETTE["io"])
     dot.edge(_id(scope.output), "output")
     return dot
+
+
+def _absorbed(graph: Graph, depth: Optional[int]) -> dict[str, str]:
+    """Activation layers drawn inside the box of the layer they follow (not in the every-layer view).
+
+    A ReLU that is its own layer (torchvision's VGG, AlexNet, ResNet) would
+    double the boxes of an overview; it joins its one input's box as "+relu"
+    when that input is a layer feeding nothing else.
+    """
+    if depth is None:
+        return {}
+    consumers: dict[str, int] = {}
+    for node in graph.nodes.values():
+        for i in node.inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+    absorbed = {}
+    for node in graph.nodes.values():
+        if OPS[node.op].category == "act" and len(node.inputs) == 1:
+            src = absorbed.get(node.inputs[0], node.inputs[0])
+            if src != INPUT and consumers[node.inputs[0]] == 1 and graph.nodes[src].scopes == node.scopes:
+                absorbed[node.id] = src
+    return absorbed
 
 
 def _unit_of(graph: Graph, node_id: str, depth: Optional[int], expand: set[str]) -> str:
@@ -139,6 +161,7 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     """Boxes, clusters, edges and legend for `node_ids`; inputs from elsewhere are drawn as input boxes."""
     inside = set(node_ids)
     within = _nested(graph, outside) if outside is not None else None
+    absorbed = _absorbed(graph, depth)
 
     def lift(scope_id: Optional[str]) -> Optional[str]:
         # Drawing one block: what sits directly in it is drawn at the top level.
@@ -148,10 +171,15 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     members: dict[Optional[str], list[str]] = {}  # enclosing scope -> boxes drawn inside it
     categories: set[str] = set()
     for node_id in node_ids:
-        u = _unit_of(graph, node_id, depth, expand)
+        u = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand)
+        if node_id in absorbed and u == absorbed[node_id]:
+            units[u]["label"] += f" +{graph.nodes[node_id].op}"
+            continue
         if u not in units:
             units[u], parent, category = _box(graph, u)
             categories.add(category)
+            if "dashed" in units[u].get("style", ""):
+                categories.add("train_only")
             members.setdefault(lift(parent), []).append(u)
 
     children: dict[Optional[str], list[Scope]] = {}
@@ -201,7 +229,7 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     seen: set[tuple[str, str]] = set()
     for node_id in node_ids:
         node = graph.nodes[node_id]
-        dst = _unit_of(graph, node_id, depth, expand)
+        dst = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand)
         channel = 0  # into a drawn concat, each edge also says which channels it fills: dot may reorder lanes
         for src_node in node.inputs:
             shape = graph.input_shape if src_node == INPUT else graph.nodes[src_node].shape
@@ -212,7 +240,7 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
             if src_node != INPUT and src_node not in inside:
                 src = sources.setdefault(src_node, "input" if not sources else f"input:{src_node}")
             else:
-                src = _unit_of(graph, src_node, depth, expand)
+                src = _unit_of(graph, absorbed.get(src_node, src_node), depth, expand)
             if src == dst or (src, dst) in seen:
                 continue
             seen.add((src, dst))
@@ -260,7 +288,8 @@ def _legend(dot: graphviz.Digraph, categories: set[str]) -> None:
         f'<TR><TD BGCOLOR="{PALETTE[c]}" WIDTH="18" BORDER="1"> </TD><TD ALIGN="LEFT">{html.escape(text)}</TD></TR>'
         for c, text in LEGEND.items() if c in categories
     )
-    rows += '<TR><TD BORDER="1" STYLE="dashed" WIDTH="18"> </TD><TD ALIGN="LEFT">training mode only</TD></TR>'
+    if "train_only" in categories:
+        rows += '<TR><TD BORDER="1" STYLE="dashed" WIDTH="18"> </TD><TD ALIGN="LEFT">training mode only</TD></TR>'
     dot.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2"><TR><TD COLSPAN="2"><B>legend</B></TD></TR>'
                        f"{rows}</TABLE>>", shape="plaintext", style="", fontsize="9")
 

@@ -180,6 +180,19 @@ def test_draw_block_and_expand(tmp_path):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
+def test_diff_compares_two_networks_by_stage(fmt):
+    r = archc("diff", str(ROOT / "specs" / "inception_v4.yaml"), str(ROOT / "specs" / "inception_resnet_v2.yaml"),
+              "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    assert "17x17" in r.stdout and "1088x17x17" in r.stdout
+    if fmt == "json":
+        data = json.loads(r.stdout)
+        assert data["totals"]["delta"]["params"] == 55_843_464 - 42_679_816
+    bad = archc("diff", SPEC, SPEC, "--format", "xml")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
 def test_schema_is_valid_and_accepts_the_specs():
     import jsonschema
     import yaml
@@ -193,7 +206,7 @@ def test_schema_is_valid_and_accepts_the_specs():
 def test_help_explains_every_command():
     r = archc("--help")
     assert r.returncode == 0
-    for command in ("check", "build", "summary", "draw", "schema"):
+    for command in ("check", "build", "summary", "draw", "diff", "schema"):
         assert command in r.stdout
     assert "--set" in archc("build", "--help").stdout
 

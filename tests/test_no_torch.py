@@ -1,4 +1,4 @@
-"""The static stages never import torch: summary, check and draw stay instant."""
+"""The static stages never import torch: summary, check, diff and draw stay instant."""
 
 from __future__ import annotations
 
@@ -35,5 +35,8 @@ def test_summary_and_check_commands_do_not_import_torch():
         "    assert not e.code, e.code\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
     )
-    for args in ("'summary', 'specs/googlenet.yaml', '--format', 'json'", "'check', 'specs/googlenet.yaml'"):
+    for args in ("'summary', 'specs/googlenet.yaml', '--format', 'json'", "'check', 'specs/googlenet.yaml'",
+                 "'summary', 'specs/googlenet_paper.yaml', '--paper', '--format', 'csv'",
+                 "'diff', 'specs/inception_v4.yaml', 'specs/inception_resnet_v2.yaml', '--format', 'json'",
+                 "'draw', 'specs/googlenet.yaml', '-o', '/tmp/archc-no-torch.dot', '--depth', 'full'"):
         assert _run(code.format(args=args)).strip().endswith("NO-TORCH")
