@@ -185,10 +185,12 @@ def test_diff_compares_two_networks_by_stage(fmt):
     r = archc("diff", str(ROOT / "specs" / "inception_v4.yaml"), str(ROOT / "specs" / "inception_resnet_v2.yaml"),
               "--format", fmt)
     assert r.returncode == 0, r.stderr
-    assert "17x17" in r.stdout and "1088x17x17" in r.stdout
     if fmt == "json":
         data = json.loads(r.stdout)
         assert data["totals"]["delta"]["params"] == 55_843_464 - 42_679_816
+        assert {s["stage"]: s["b"]["output"] for s in data["stages"]}["17x17"] == [1088, 17, 17]
+    else:
+        assert "17x17" in r.stdout and "1088x17x17" in r.stdout
     bad = archc("diff", SPEC, SPEC, "--format", "xml")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
