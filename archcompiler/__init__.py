@@ -13,47 +13,75 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from .analysis import Report, analyze
-from .errors import SpecError
+from .checkpoints import WeightsError, load_weights, save_weights
+from .errors import SpecError, UserError
 from .expand import expand
-from .graph import Graph
+from .graph import Graph, select_outputs
 from .shapes import infer_shapes
 from .spec import Spec, load_spec
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SpecError", "Spec", "Graph", "Report", "load_spec", "compile_graph", "summary", "build"]
+__all__ = ["SpecError", "UserError", "WeightsError", "Spec", "Graph", "Report", "load_spec", "compile_graph",
+           "summary", "build", "load_weights", "save_weights"]
 __version__ = "0.1.0"
 
 SpecLike = Union[Spec, str, Path]
 
 
-def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = None, **params: Any) -> Graph:
+def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = None,
+                  outputs: Optional[Sequence[str]] = None, **params: Any) -> Graph:
     """Load (if given a path), expand with `params` and infer shapes.
 
-    `input_shape` (C, H, W) replaces the spec's `input`.
+    `input_shape` (C, H, W) replaces the spec's `input`; `outputs` (names of
+    layers, blocks or outputs) makes it a feature extractor (`select_outputs`).
     """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     graph = expand(spec, **params)
     if input_shape is not None:
         graph = replace(graph, input_shape=tuple(input_shape))
-    return infer_shapes(graph)
+    graph = infer_shapes(graph)
+    return select_outputs(graph, outputs) if outputs is not None else graph
 
 
-def summary(spec: SpecLike, **params: Any) -> Report:
-    """Parameters, MACs and shapes of every layer and block, without torch."""
-    return analyze(compile_graph(spec, **params))
+def summary(spec: SpecLike, *, outputs: Optional[Sequence[str]] = None, **params: Any) -> Report:
+    """Parameters, MACs and shapes of every layer and block, without torch.
+
+    With `outputs`, of the feature extractor that returns those maps.
+    """
+    return analyze(compile_graph(spec, outputs=outputs, **params))
 
 
-def build(spec: SpecLike, *, seed: int = 0, device: Any = None, **params: Any) -> "torch.nn.Module":
+def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = None,
+          outputs: Optional[Sequence[str]] = None, **params: Any) -> "torch.nn.Module":
     """Compile a spec into a `torch.nn.Module` (weights initialised from `seed`).
 
-    `device="meta"` builds the module without allocating its weights.
+    - `weights`: a checkpoint to load, strictly (a path to a state_dict, a dict
+      holding one under "state_dict" or "model", or a .safetensors file; or a
+      state_dict in memory); a mismatch raises `WeightsError` with a short report.
+    - `outputs`: names of layers, blocks or outputs; the model then returns
+      those maps as a dict and keeps only the layers they need (a backbone).
+      `weights` are those of the whole network, loaded before it is cut down.
+    - `device="meta"` builds the module without allocating its weights.
     """
     from .lower import lower
 
-    return lower(compile_graph(spec, **params), seed=seed, device=device)
+    if weights is not None and device is not None and str(device) == "meta":
+        raise UserError("weights cannot be loaded into a model built on the meta device")
+    graph = compile_graph(spec, **params)
+    if outputs is None:
+        model = lower(graph, seed=seed, device=device)
+        if weights is not None:
+            load_weights(model, weights)
+        return model
+    backbone = lower(select_outputs(graph, outputs), seed=seed, device=device)
+    if weights is not None:
+        whole = lower(graph, seed=seed, device=device)
+        load_weights(whole, weights)
+        backbone.load_state_dict({k: v for k, v in whole.state_dict().items() if k in backbone.state_dict()})
+    return backbone

@@ -65,6 +65,7 @@ class Report:
     total_activations: int  # eval mode, `batch` samples
     outputs: dict[str, Shape] = field(default_factory=dict)
     batch: int = 1
+    output_strides: dict[str, tuple[int, int]] = field(default_factory=dict)  # input pixels per output step
 
     BYTES_PER_ACTIVATION = 4  # fp32
 
@@ -98,6 +99,7 @@ class Report:
             "model_bytes": {"fp32": self.model_bytes(4), "fp16": self.model_bytes(2), "int8": self.model_bytes(1)},
             "batch": self.batch,
             "outputs": {k: list(v) for k, v in self.outputs.items()},
+            "output_strides": {k: list(v) for k, v in self.output_strides.items()},
             "conventions": CONVENTIONS,
             "nodes": [
                 {
@@ -178,6 +180,7 @@ def analyze(graph: Graph, batch: int = 1) -> Report:
         total_activations=sum(per_node[n.id][3] for n in live),
         outputs={name: graph.nodes[o.node].shape for name, o in graph.outputs.items()},
         batch=batch,
+        output_strides={name: fields[o.node][1] for name, o in graph.outputs.items()},
     )
 
 

@@ -171,6 +171,9 @@ def summary(
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size: scales MACs and activation memory."),
     paper: bool = typer.Option(False, "--paper", help="The papers' table form (GoogLeNet's Table 1): one row per "
                                "top-level layer or module, with the width of each Inception branch."),
+    outputs: Optional[str] = typer.Option(None, "--outputs", help="Summarise the feature extractor returning these "
+                                          "layers or blocks (comma-separated), e.g. --outputs layer2,layer3,layer4; "
+                                          "each one's channels and stride are listed."),
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Print parameters, MACs, activation memory, receptive field and output shape of every block and layer.
@@ -189,6 +192,10 @@ def summary(
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
     graph = _graph(spec, set_, parse_input(input_))
+    if outputs:
+        from .graph import select_outputs
+
+        graph = select_outputs(graph, [name.strip() for name in outputs.split(",") if name.strip()])
     rep = analyze(graph, batch=batch)
     d = _depth(depth)
     if paper:
@@ -259,6 +266,19 @@ def draw(
     typer.echo(f"wrote {output}")
 
 
+EMIT_FORMATS = {"python": ".py", "onnx": ".onnx", "torchscript": ".torchscript.pt", "exported": ".pt2"}
+
+
+def _emitted(model: Any, kind: str, spec: Path) -> bytes:
+    if kind == "python":
+        from .emit import emit_python
+
+        return emit_python(model.graph, str(spec)).encode()
+    from .export import export
+
+    return export(model, kind)
+
+
 @app.command()
 @_user_errors
 def build(
@@ -266,6 +286,14 @@ def build(
     out_dir: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the artifacts (default: build/NAME/)."),
     seed: int = typer.Option(0, help="Seed of the weight initialisation."),
     batch: int = typer.Option(2, help="Batch size of the self-check forward pass."),
+    emit: Optional[List[str]] = typer.Option(None, "--emit", help="Also write the model as: python (standalone "
+                                             "PyTorch source, NAME.py), onnx (NAME.onnx, opset 17), torchscript "
+                                             "(NAME.torchscript.pt), exported (torch.export, NAME.pt2); repeatable."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Load this checkpoint, strictly: a state_dict "
+                                           "(.pt/.pth), a dict holding one under 'state_dict' or 'model', or a "
+                                           ".safetensors file; a mismatch prints a short report of the keys."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write the model's weights (initialised, or loaded "
+                                        "with --weights) to this file: .safetensors, or a torch state_dict."),
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Compile SPEC to a torch model, check every runtime shape against the inferred one, write artifacts.
@@ -281,6 +309,9 @@ def build(
 
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
+    for kind in emit or ():
+        if kind not in EMIT_FORMATS:
+            raise UserError(f"--emit must be one of {', '.join(EMIT_FORMATS)}, got '{kind}'")
     console = _console()
     with console.status("validating and inferring shapes"):
         graph = _graph(spec, set_)
@@ -289,6 +320,11 @@ def build(
         from .lower import lower, shape_mismatches
 
         model = lower(graph, seed=seed)
+    if weights is not None:
+        from .checkpoints import load_weights
+
+        with console.status(f"loading {weights}"):
+            load_weights(model, weights)
     with console.status(f"checking a forward pass on a batch of {batch}"):
         mismatches = shape_mismatches(model, batch)
     if mismatches:
@@ -304,12 +340,20 @@ def build(
         f"{graph.name}.{fmt}": render(graph, fmt),
         "forward.py": model.code.encode(),
     }
+    for kind in dict.fromkeys(emit or ()):
+        with console.status(f"writing {kind}"):
+            files[graph.name + EMIT_FORMATS[kind]] = _emitted(model, kind, spec)
     target = out_dir or Path("build") / graph.name
     replace_dir_atomic(target, files)
+    if save is not None:
+        from .checkpoints import save_weights
+
+        save_weights(model, save)
     typer.echo(
         f"built {graph.name}: {rep.total_params:,} parameters, {rep.total_macs / 1e9:.3f} GMACs; "
         f"runtime shapes of all {len(graph.nodes)} layers match the inferred ones; "
-        f"wrote {target}/{{{', '.join(files)}}}"
+        f"wrote {target}/{{{', '.join(files)}}}" + (f" and the weights to {save}" if save is not None else "")
+        + (f"; weights from {weights}" if weights is not None else "")
     )
 
 

@@ -260,15 +260,16 @@ class _Expander:
         block_root = ctx.block is not None
         if block_root:  # a block whose whole body is this op: the op is the block instance
             ctx = self._block_scope(path, "op", item.loc, ctx)
-        args = self._op_args(op, item, path, ctx)
-        self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes))
+        args, exprs = self._op_args(op, item, path, ctx)
+        self._add_node(Node(path, item.kind, args, [inp], item.loc, ctx.scopes, exprs=exprs))
         if block_root:
             self.scopes[path].output = path
         self._register(name, path, ctx)
         return path
 
-    def _op_args(self, op: Any, item: _Item, path: str, ctx: _Ctx) -> Any:
-        """The validated arguments of op `item`: its own over the per-op defaults, expressions evaluated."""
+    def _op_args(self, op: Any, item: _Item, path: str, ctx: _Ctx) -> tuple[Any, dict[tuple, str]]:
+        """The validated arguments of op `item` (its own over the per-op defaults, expressions evaluated),
+        and the expression text behind each argument that had one."""
         levels = tuple(level[item.kind] for level in ctx.defaults if item.kind in level)
         # The merged arguments' plain data, and where each expression sits, once per spec subtree.
         merged, plain, holes = self._memoised(
@@ -283,7 +284,8 @@ class _Expander:
 
         # Block instances with equal argument values share their (frozen) arguments;
         # a list-valued parameter makes the key unhashable, and is validated each time.
-        return self._memoised(("args", key), (op, merged), validated) if _hashable(key) else validated()
+        args = self._memoised(("args", key), (op, merged), validated) if _hashable(key) else validated()
+        return args, {where: text for text, _, where in holes}
 
     def _block(self, item: _Item, name: Optional[str], prefix: str, inp: str, ctx: _Ctx) -> str:
         block = self.spec.blocks[item.kind]
@@ -371,7 +373,8 @@ class _Expander:
                             self.taken[node_id])
         self.taken[node_id] = item.loc
         args = validate(JoinArgs, options, item.raw, f"{item.kind} '{path}'", item.loc)
-        self._add_node(Node(node_id, op, args, inputs, item.loc, ctx.scopes))
+        exprs = {(k,): v for k, v in item.meta.items() if k in ("scale", "act") and expr.is_expression(v)}
+        self._add_node(Node(node_id, op, args, inputs, item.loc, ctx.scopes, exprs=exprs))
         return node_id
 
     # -- scopes, names, nodes ---------------------------------------------

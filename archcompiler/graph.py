@@ -10,8 +10,8 @@ state_dict order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
 
 import networkx as nx
 
@@ -33,6 +33,9 @@ class Node:
     scopes: tuple[str, ...] = ()  # enclosing scope ids, outermost first
     train_only: bool = False  # runs only in training mode (feeds only train-only outputs)
     shape: Optional[Shape] = None  # filled in by shapes.infer_shapes
+    # The spec's expression behind each argument that had one, by path in the arguments
+    # (("out",), ("norm", "eps"), ("k", 1)): `$c3r`, `${4 * c}`.  Standalone source keeps them.
+    exprs: dict[tuple, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Graph:
     scopes: dict[str, Scope]
     outputs: dict[str, Output]
     dag: nx.DiGraph
+    # Outputs chosen with `select_outputs` (feature maps): the model returns them as a dict.
+    outputs_as_dict: bool = False
 
     def order(self) -> list[str]:
         """Node ids in an order where every node follows its inputs (declaration order first)."""
@@ -94,3 +99,42 @@ def declared_in_order(nodes: dict[str, Node]) -> bool:
             if position.get(src, -1) >= i:
                 return False
     return True
+
+
+def select_outputs(graph: Graph, names: Sequence[str]) -> Graph:
+    """`graph` cut down to a feature extractor: `names` are its outputs, returned as a dict.
+
+    A name is an output of the spec, a block instance or group (its output
+    layer) or a layer.  Only the layers those outputs need remain, all of them
+    running in eval and training mode alike; scopes keep their remaining layers.
+    """
+    from .errors import UserError, did_you_mean
+
+    targets: dict[str, str] = {}
+    for name in names:
+        if name in graph.outputs:
+            targets[name] = graph.outputs[name].node
+        elif name in graph.scopes:
+            targets[name] = graph.scopes[name].output
+        elif name in graph.nodes:
+            targets[name] = name
+        else:
+            known = [*graph.outputs, *graph.scopes, *graph.nodes]
+            raise UserError(f"'{graph.name}' has no output, block or layer named '{name}'",
+                            hint=did_you_mean(name, known) or "see the names in `archc summary`")
+    if not targets:
+        raise UserError("choose at least one output")
+    needed = set(targets.values())
+    for node in targets.values():
+        needed |= nx.ancestors(graph.dag, node)
+    needed.discard(INPUT)
+    nodes = {k: replace(v, train_only=False) for k, v in graph.nodes.items() if k in needed}
+    scopes = {}
+    for scope in graph.scopes.values():
+        kept = [n for n in scope.nodes if n in needed]
+        if kept:
+            output = scope.output if scope.output in needed else kept[-1]
+            scopes[scope.id] = replace(scope, nodes=kept, output=output)
+    outputs = {name: Output(name, node, False, graph.nodes[node].loc) for name, node in targets.items()}
+    dag = graph.dag.subgraph(needed | {INPUT}).copy()
+    return replace(graph, nodes=nodes, scopes=scopes, outputs=outputs, dag=dag, outputs_as_dict=True)

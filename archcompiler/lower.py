@@ -86,11 +86,10 @@ def _model_class(graph: Graph, calls: dict[str, str]) -> type:
     outputs = list(graph.outputs.values())
     tuple_name = f"{class_name}Outputs"
     eval_names = [o.name for o in outputs if not o.train_only]
-    namespace: dict[str, Any] = {
-        "torch": torch, "F": F,
-        tuple_name: collections.namedtuple(tuple_name, [o.name for o in outputs]),
-        f"{class_name}EvalOutputs": collections.namedtuple(f"{class_name}EvalOutputs", eval_names),
-    }
+    namespace: dict[str, Any] = {"torch": torch, "F": F}
+    if not graph.outputs_as_dict:
+        namespace[tuple_name] = collections.namedtuple(tuple_name, [o.name for o in outputs])
+        namespace[f"{class_name}EvalOutputs"] = collections.namedtuple(f"{class_name}EvalOutputs", eval_names)
     source = _forward_source(graph, names, calls, class_name) + "\n" + _forward_all_source(graph, names, calls)
     filename = f"<archc:{graph.name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -102,8 +101,8 @@ def _model_class(graph: Graph, calls: dict[str, str]) -> type:
         "__doc__": f"{graph.title or graph.name}, compiled by archc from {graph.path}.",
         "__module__": __name__,
     })
-    cls.Outputs = namespace[tuple_name]
-    cls.EvalOutputs = namespace[f"{class_name}EvalOutputs"]
+    cls.Outputs = namespace.get(tuple_name, dict)
+    cls.EvalOutputs = namespace.get(f"{class_name}EvalOutputs", dict)
     return cls
 
 
@@ -155,6 +154,8 @@ def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], 
             lines.append("    " + "; ".join(f"{names[i]} = None" for i in dead))
 
     def result(outs: list, tuple_name: str) -> str:
+        if graph.outputs_as_dict:  # feature maps, by the names they were asked for
+            return "{" + ", ".join(f"{o.name!r}: {names[o.node]}" for o in outs) + "}"
         if len(outs) == 1:
             return names[outs[0].node]
         return f"{tuple_name}(" + ", ".join(f"{o.name}={names[o.node]}" for o in outs) + ")"

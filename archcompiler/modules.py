@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from .ops import ACTIVATIONS
 
 
+def pair(value: "int | Sequence[int]") -> tuple[int, int]:
+    """An int or a pair of ints as a pair: 3 -> (3, 3), [1, 7] -> (1, 7)."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 def activation(name: str) -> nn.Module:
     """The module of activation `name`: torch.nn's class, or one defined here."""
     cls = ACTIVATIONS[name][0]
@@ -39,12 +44,12 @@ class ConvNormAct(nn.Module):
     normalised convs produce their state_dict keys.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: Optional[str] = None,
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: Optional[nn.Module] = None,
                  pad: Optional[tuple[int, int, int, int]] = None):
         super().__init__()
         self.conv = conv
         self.bn = bn
-        self.act = activation(act) if act else nn.Identity()
+        self.act = act if act is not None else nn.Identity()
         # Asymmetric padding (e.g. TF "same" at stride 2) cannot live in Conv2d.
         self.pad = pad
 
@@ -63,15 +68,16 @@ class PartialConv2d(nn.Module):
     dense kernel whose missing connections are zero and runs one conv2d.
     """
 
-    def __init__(self, in_channels: int, connections: Sequence[Sequence[int]], kernel_size: tuple[int, int],
-                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
-                 dilation: tuple[int, int] = (1, 1), bias: bool = True):
+    def __init__(self, in_channels: int, connections: Sequence[Sequence[int]], kernel_size: "int | tuple[int, int]",
+                 stride: "int | tuple[int, int]" = 1, padding: "int | tuple[int, int]" = 0,
+                 dilation: "int | tuple[int, int]" = 1, bias: bool = True):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, len(connections)
-        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding, self.dilation = pair(padding), pair(dilation)
         # Flat (output, input) slots of the dense kernel, in the order of `weight`'s rows.
         self.slots = tuple(o * in_channels + i for o, inputs in enumerate(connections) for i in inputs)
-        self.weight = nn.Parameter(torch.empty(len(self.slots), *kernel_size))
+        self.weight = nn.Parameter(torch.empty(len(self.slots), *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.reset_parameters()
 
@@ -100,9 +106,9 @@ class Subsample2d(nn.Module):
     """LeNet-5's trainable subsampling: per map, the sum over each window times a
     coefficient plus a bias (`weight` and `bias`, one of each per channel)."""
 
-    def __init__(self, channels: int, kernel_size: tuple[int, int], stride: tuple[int, int]):
+    def __init__(self, channels: int, kernel_size: "int | tuple[int, int]", stride: "int | tuple[int, int]"):
         super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 

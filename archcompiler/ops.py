@@ -184,6 +184,8 @@ class OpDef:
     arity: Optional[int] = 1  # number of inputs; None for any number >= 1
     # The spatial window each output reads, for receptive fields: ((kh, kw), (sh, sw), (dh, dw)).
     window: Callable[[Any, list[Shape]], Window] = lambda a, s: POINTWISE
+    # Standalone PyTorch source: (constructor code or None, call template), see `emit`.
+    source: Callable[[Any, list[Shape], Any], tuple[Optional[str], str]] = lambda a, s, src: (None, "{0}")
     doc: str = ""
     internal: bool = False  # made by containers, not written as an op in a spec
 
@@ -268,6 +270,12 @@ def _positive(shape: Shape, what: str, inputs: Shape) -> Shape:
     return shape
 
 
+def _kw(src: Any, name: str, value: Any, default: Any, field: Optional[str] = None) -> str:
+    """`, name=code` for a constructor keyword, or nothing when it is a literal default."""
+    code = src.arg(field or name, value)
+    return "" if not src.is_expr(field or name) and value == default else f", {name}={code}"
+
+
 # ---------------------------------------------------------------------------
 # conv
 
@@ -323,7 +331,7 @@ def _conv_macs(a: ConvArgs, shapes: list[Shape], out: Shape) -> int:
 def _conv_lower(a: ConvArgs, shapes: list[Shape]) -> Lowered:
     import torch.nn as nn
 
-    from .modules import ConvNormAct
+    from .modules import ConvNormAct, activation
 
     c, h, w = shapes[0]
     t, b, l, r = conv_padding(a, h, w)
@@ -341,10 +349,49 @@ def _conv_lower(a: ConvArgs, shapes: list[Shape]) -> Lowered:
     )
     if a.norm is not None:
         bn = nn.BatchNorm2d(a.out, eps=a.norm.eps, momentum=a.norm.momentum, affine=a.norm.affine)
-        module = ConvNormAct(conv, bn, a.act, (l, r, t, b) if not symmetric else None)
+        module = ConvNormAct(conv, bn, activation(a.act) if a.act else None, (l, r, t, b) if not symmetric else None)
         return Lowered(module, "{m}({0})")
     inner = "{m}({0})" if symmetric else "{m}(F.pad({0}, (%d, %d, %d, %d)))" % (l, r, t, b)
     return Lowered(conv, _act_call(a.act, inner))
+
+
+def _conv_source(a: ConvArgs, shapes: list[Shape], src: Any) -> tuple[Optional[str], str]:
+    c, h, w = shapes[0]
+    t, b, l, r = conv_padding(a, h, w)
+    symmetric = t == b and l == r
+    if symmetric and a.pad != "same" and src.is_expr("pad"):
+        padding = src.arg("pad", a.pad)
+    else:
+        padding = repr(t) if (t == l or not symmetric) else repr((t, l))
+        padding = padding if symmetric else "0"
+    geometry = (f"{src.arg('k', a.k)}{_kw(src, 'stride', a.s, 1, 's')}"
+                + ("" if padding == "0" else f", padding={padding}")
+                + _kw(src, "dilation", a.dilation, 1))
+    inner = "{m}({0})" if symmetric else "{m}(F.pad({0}, %r))" % ((l, r, t, b),)
+    if a.connections is not None:
+        src.need("PartialConv2d")
+        conv = (f"PartialConv2d({src.cin}, {list(map(list, a.connections))}, {geometry}"
+                f"{_kw(src, 'bias', a.bias, True)})")
+        return conv, _act_call(a.act, inner)
+    conv = f"nn.Conv2d({src.cin}, {src.arg('out', a.out)}, {geometry}{_kw(src, 'groups', a.groups, 1)}" \
+           f"{_kw(src, 'bias', a.bias, True)})"
+    if a.norm is None:
+        return conv, _act_call(a.act, inner)
+    src.need("ConvNormAct")
+    bn = (f"nn.BatchNorm2d({src.arg('out', a.out)}{_kw(src, 'eps', a.norm.eps, 1e-5, ('norm', 'eps'))}"
+          f"{_kw(src, 'momentum', a.norm.momentum, 0.1, ('norm', 'momentum'))}"
+          f"{_kw(src, 'affine', a.norm.affine, True, ('norm', 'affine'))})")
+    act = _act_source(src, a.act) if a.act else "None"
+    pad = "" if symmetric else f", pad={(l, r, t, b)!r}"
+    return f"ConvNormAct({conv}, {bn}, {act}{pad})", "{m}({0})"
+
+
+def _act_source(src: Any, name: str) -> str:
+    cls = ACTIVATIONS[name][0]
+    if cls == "ScaledTanh":
+        src.need("ScaledTanh")
+        return "ScaledTanh()"
+    return f"nn.{cls}()"
 
 
 def _conv_label(a: ConvArgs) -> str:
@@ -364,7 +411,7 @@ def _conv_label(a: ConvArgs) -> str:
 
 register(OpDef(
     "conv", ConvArgs, "conv", _conv_infer, _conv_lower, _conv_label, _conv_params, _conv_macs,
-    window=lambda a, s: (pair(a.k), pair(a.s), pair(a.dilation)),
+    window=lambda a, s: (pair(a.k), pair(a.s), pair(a.dilation)), source=_conv_source,
     doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`); "
         "`connections` makes it partially connected (LeNet-5's C3).",
 ))
@@ -406,6 +453,17 @@ def _avgpool_lower(a: AvgPoolArgs, shapes: list[Shape]) -> Lowered:
     return Lowered(nn.AvgPool2d(k, s, p, ceil_mode=a.ceil, count_include_pad=a.count_include_pad), "{m}({0})")
 
 
+def _pool_source(cls: str) -> Callable[[Any, list[Shape], Any], tuple[Optional[str], str]]:
+    def source(a: Any, shapes: list[Shape], src: Any) -> tuple[Optional[str], str]:
+        stride = src.arg("s", a.s) if a.s is not None else src.arg("k", a.k)
+        extra = _kw(src, "padding", a.pad, 0, "pad") + _kw(src, "ceil_mode", a.ceil, False, "ceil")
+        if cls == "AvgPool2d":
+            extra += _kw(src, "count_include_pad", a.count_include_pad, True)
+        return f"nn.{cls}({src.arg('k', a.k)}, {stride}{extra})", "{m}({0})"
+
+    return source
+
+
 def _pool_label(kind: str) -> Callable[[PoolArgs], str]:
     def label(a: PoolArgs) -> str:
         (kh, kw), (sh, sw), _ = _pool_geometry(a)
@@ -439,9 +497,9 @@ def _adaptive_window(a: AdaptivePoolArgs, shapes: list[Shape]) -> Window:
 
 
 register(OpDef("maxpool", PoolArgs, "pool", _pool_infer("maxpool"), _maxpool_lower, _pool_label("max pool"),
-               window=_pool_window, doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
+               window=_pool_window, source=_pool_source("MaxPool2d"), doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
 register(OpDef("avgpool", AvgPoolArgs, "pool", _pool_infer("avgpool"), _avgpool_lower, _pool_label("avg pool"),
-               window=_pool_window, doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
+               window=_pool_window, source=_pool_source("AvgPool2d"), doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
 
 
 def _adaptive_infer(a: AdaptivePoolArgs, shapes: list[Shape]) -> Shape:
@@ -475,13 +533,17 @@ def _global_lower(kind: str) -> Callable[[NoArgs, list[Shape]], Lowered]:
 
 
 register(OpDef("adaptive_avgpool", AdaptivePoolArgs, "pool", _adaptive_infer, _adaptive_lower("avg"),
-               lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", window=_adaptive_window, doc="Average pooling to a fixed output size."))
+               lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", window=_adaptive_window,
+               source=lambda a, s, src: (f"nn.AdaptiveAvgPool2d({src.arg('size', a.size)})", "{m}({0})"), doc="Average pooling to a fixed output size."))
 register(OpDef("adaptive_maxpool", AdaptivePoolArgs, "pool", _adaptive_infer, _adaptive_lower("max"),
-               lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", window=_adaptive_window, doc="Max pooling to a fixed output size."))
+               lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", window=_adaptive_window,
+               source=lambda a, s, src: (f"nn.AdaptiveMaxPool2d({src.arg('size', a.size)})", "{m}({0})"), doc="Max pooling to a fixed output size."))
 register(OpDef("global_avgpool", NoArgs, "pool", _global_infer, _global_lower("avg"),
-               lambda a: "global avg pool", window=_whole_map_window, doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
+               lambda a: "global avg pool", window=_whole_map_window,
+               source=lambda a, s, src: ("nn.AdaptiveAvgPool2d(1)", "{m}({0})"), doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
 register(OpDef("global_maxpool", NoArgs, "pool", _global_infer, _global_lower("max"),
-               lambda a: "global max pool", window=_whole_map_window, doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))
+               lambda a: "global max pool", window=_whole_map_window,
+               source=lambda a, s, src: ("nn.AdaptiveMaxPool2d(1)", "{m}({0})"), doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))
 
 # ---------------------------------------------------------------------------
 # normalisation
@@ -504,6 +566,9 @@ def _bn_lower(a: BatchNormArgs, shapes: list[Shape]) -> Lowered:
 register(OpDef(
     "batchnorm", BatchNormArgs, "norm", _bn_infer, _bn_lower, lambda a: "batch norm",
     params=lambda a, s: (2 * s[0][0] if a.affine else 0, 2 * s[0][0] + 1),
+    source=lambda a, s, src: (
+        f"nn.BatchNorm{2 if len(s[0]) == 3 else 1}d({src.cin}{_kw(src, 'eps', a.eps, 1e-5)}"
+        f"{_kw(src, 'momentum', a.momentum, 0.1)}{_kw(src, 'affine', a.affine, True)})", "{m}({0})"),
     doc="BatchNorm over the channels of a (C, H, W) map, or over the features of a flat vector.",
 ))
 
@@ -516,6 +581,9 @@ def _lrn_lower(a: LRNArgs, shapes: list[Shape]) -> Lowered:
 
 register(OpDef(
     "lrn", LRNArgs, "norm", lambda a, s: _need_map(s, "lrn"), _lrn_lower, lambda a: f"LRN {a.size}",
+    source=lambda a, s, src: (
+        f"nn.LocalResponseNorm({src.arg('size', a.size)}{_kw(src, 'alpha', a.alpha, 1e-4)}"
+        f"{_kw(src, 'beta', a.beta, 0.75)}{_kw(src, 'k', a.k, 1.0)})", "{m}({0})"),
     doc="Local response normalisation across `size` neighbouring channels (AlexNet, GoogLeNet); "
         "`alpha` is divided by `size`, as in Caffe and PyTorch.",
 ))
@@ -530,7 +598,8 @@ def _act_op(name: str) -> OpDef:
 
         return Lowered(activation(name), "{m}({0})")
 
-    return OpDef(name, NoArgs, "act", lambda a, s: s[0], lower, lambda a: name, doc=f"The {name} activation.")
+    return OpDef(name, NoArgs, "act", lambda a, s: s[0], lower, lambda a: name, doc=f"The {name} activation.",
+                 source=lambda a, s, src: (_act_source(src, name), "{m}({0})"))
 
 
 for _name in ACTIVATIONS:
@@ -556,6 +625,8 @@ register(OpDef(
     _linear_lower, lambda a: f"linear {a.out}" + (f" +{a.act}" if a.act else ""),
     params=lambda a, s: (s[0][0] * a.out + (a.out if a.bias else 0), 0),
     macs=lambda a, s, o: s[0][0] * a.out,
+    source=lambda a, s, src: (f"nn.Linear({src.cin}, {src.arg('out', a.out)}{_kw(src, 'bias', a.bias, True)})",
+                              _act_call(a.act, "{m}({0})")),
     doc="Fully connected layer on a flat (features,) input, optionally followed by an activation (`act`).",
 ))
 
@@ -567,7 +638,8 @@ def _flatten_lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
 
 
 register(OpDef("flatten", NoArgs, "shape", lambda a, s: (math.prod(s[0]),), _flatten_lower, lambda a: "flatten",
-               window=_whole_map_window, doc="Flatten everything but the batch dimension."))
+               window=_whole_map_window, source=lambda a, s, src: ("nn.Flatten(1)", "{m}({0})"),
+               doc="Flatten everything but the batch dimension."))
 
 
 def _dropout_lower(a: DropoutArgs, shapes: list[Shape]) -> Lowered:
@@ -577,7 +649,8 @@ def _dropout_lower(a: DropoutArgs, shapes: list[Shape]) -> Lowered:
 
 
 register(OpDef("dropout", DropoutArgs, "regularize", lambda a, s: s[0], _dropout_lower,
-               lambda a: f"dropout {a.p:g}", doc="Dropout with probability `p` (training mode only)."))
+               lambda a: f"dropout {a.p:g}", source=lambda a, s, src: (f"nn.Dropout({src.arg('p', a.p)})", "{m}({0})"),
+               doc="Dropout with probability `p` (training mode only)."))
 
 
 def _identity_lower(a: NoArgs, shapes: list[Shape]) -> Lowered:
@@ -599,10 +672,12 @@ def _softmax_infer(a: SoftmaxArgs, shapes: list[Shape]) -> Shape:
 
 
 register(OpDef("softmax", SoftmaxArgs, "act", _softmax_infer, _softmax_lower, lambda a: "softmax",
+               source=lambda a, s, src: (None, "torch.softmax({0}, %d)" % a.dim),
                doc="Softmax along `dim` (1, the channels or classes, by default)."))
 
 register(OpDef("scale", ScaleArgs, "shape", lambda a, s: s[0], lambda a, s: Lowered(None, "{0} * %r" % a.factor),
-               lambda a: f"x {a.factor:g}", doc="Multiplies its input by a constant `factor`."))
+               lambda a: f"x {a.factor:g}", source=lambda a, s, src: (None, "{0} * " + src.attr("factor", a.factor)),
+               doc="Multiplies its input by a constant `factor`."))
 
 # ---------------------------------------------------------------------------
 # LeNet-5's own layers
@@ -634,12 +709,16 @@ register(OpDef(
     lambda a: "subsample %s" % "x".join(map(str, pair(a.k))) + (f" +{a.act}" if a.act else ""),
     params=lambda a, s: (2 * s[0][0], 0),
     window=lambda a, s: (*_subsample_geometry(a), (1, 1)),
+    source=lambda a, s, src: (src.need("Subsample2d") or
+                              f"Subsample2d({src.cin}, {src.arg('k', a.k)}, "
+                              f"{src.arg('s', a.s) if a.s is not None else src.arg('k', a.k)})",
+                              _act_call(a.act, "{m}({0})")),
     doc="Trainable subsampling (LeNet-5's S layers): each window's sum times a per-map coefficient, "
         "plus a per-map bias, then `act`.",
 ))
 
 
-def rbf_prototypes(a: RBFArgs, features: int) -> list[list[int]]:
+def rbf_prototypes(out: int, features: int, code: str = "paley", seed: int = 0) -> list[list[int]]:
     """The fixed +-1 prototype of each RBF unit.
 
     `paley`: rows 1..out of the Hadamard matrix of order `features` built by
@@ -648,28 +727,28 @@ def rbf_prototypes(a: RBFArgs, features: int) -> list[list[int]]:
     correcting code LeCun et al. mention as an alternative to their bitmaps.
     `random`: each entry +-1 with equal probability, from `seed`.
     """
-    if a.code == "random":
+    if code == "random":
         import random
 
-        rng = random.Random(a.seed)
-        return [[rng.choice((-1, 1)) for _ in range(features)] for _ in range(a.out)]
+        rng = random.Random(seed)
+        return [[rng.choice((-1, 1)) for _ in range(features)] for _ in range(out)]
     q = features - 1
     if q < 3 or q % 4 != 3 or any(q % d == 0 for d in range(2, math.isqrt(q) + 1)):
         raise ShapeError(f"rbf code 'paley' needs an input size one more than a prime = 3 mod 4 "
                          f"(such as 84), got {features}; use code: random")
-    if a.out > q:
-        raise ShapeError(f"rbf code 'paley' gives at most {q} prototypes of size {features}, asked for {a.out}")
+    if out > q:
+        raise ShapeError(f"rbf code 'paley' gives at most {q} prototypes of size {features}, asked for {out}")
     squares = {(i * i) % q for i in range(1, q)}
 
     def chi(x: int) -> int:  # the Legendre symbol of x modulo q
         return 0 if x % q == 0 else (1 if x % q in squares else -1)
 
     # H = I + S with S = [[0, 1...], [-1..., Q]], Q[i][j] = chi(j - i): a skew Hadamard matrix.
-    return [[-1] + [chi(j - i) + (1 if i == j else 0) for j in range(q)] for i in range(a.out)]
+    return [[-1] + [chi(j - i) + (1 if i == j else 0) for j in range(q)] for i in range(out)]
 
 
 def _rbf_infer(a: RBFArgs, shapes: list[Shape]) -> Shape:
-    rbf_prototypes(a, _need_vector(shapes, "rbf"))
+    rbf_prototypes(a.out, _need_vector(shapes, "rbf"), a.code, a.seed)
     return (a.out,)
 
 
@@ -678,13 +757,16 @@ def _rbf_lower(a: RBFArgs, shapes: list[Shape]) -> Lowered:
 
     from .modules import RBF
 
-    return Lowered(RBF(torch.tensor(rbf_prototypes(a, shapes[0][0]), dtype=torch.float32)), "{m}({0})")
+    return Lowered(RBF(torch.tensor(rbf_prototypes(a.out, shapes[0][0], a.code, a.seed), dtype=torch.float32)), "{m}({0})")
 
 
 register(OpDef(
     "rbf", RBFArgs, "linear", _rbf_infer, _rbf_lower, lambda a: f"RBF {a.out}",
     params=lambda a, s: (0, a.out * s[0][0]),
     macs=lambda a, s, o: a.out * s[0][0],
+    source=lambda a, s, src: (src.need("RBF") or
+                              f"RBF(torch.tensor(rbf_prototypes({src.arg('out', a.out)}, {src.cin}, {a.code!r}, "
+                              f"{a.seed}), dtype=torch.float32))", "{m}({0})"),
     doc="Euclidean radial basis units (LeNet-5's output): unit j gives the squared distance between "
         "the input and its fixed +-1 prototype (a buffer, not trained); `code` chooses the prototypes.",
 ))
@@ -732,7 +814,14 @@ def _join_label(kind: str) -> Callable[[JoinArgs], str]:
     return label
 
 
-register(OpDef("concat", JoinArgs, "join", _concat_infer, _concat_lower, _join_label("concat"), arity=None, internal=True))
-register(OpDef("add", JoinArgs, "join", _add_infer, _add_lower, _join_label("add"), arity=None, internal=True))
+def _residual_source(a: JoinArgs, shapes: list[Shape], src: Any) -> tuple[Optional[str], str]:
+    body = "{1}" if a.scale == 1.0 and not src.is_expr("scale") else "{1} * " + src.attr("scale", a.scale)
+    return None, _act_call(a.act, f"{body} + {{0}}")
+
+
+register(OpDef("concat", JoinArgs, "join", _concat_infer, _concat_lower, _join_label("concat"), arity=None, internal=True,
+               source=lambda a, s, src: (None, "torch.cat([{args}], 1)")))
+register(OpDef("add", JoinArgs, "join", _add_infer, _add_lower, _join_label("add"), arity=None, internal=True,
+               source=lambda a, s, src: (None, _add_lower(a, s).call)))
 register(OpDef("residual_add", JoinArgs, "join", _add_infer, _residual_lower, _join_label("residual add"),
-               arity=2, internal=True))
+               arity=2, internal=True, source=_residual_source))

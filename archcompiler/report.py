@@ -55,6 +55,18 @@ def field(pair: tuple[int, int]) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
+def outputs_line(report: Report) -> str:
+    """`outputs: layer2 512 channels at stride 8, ...` (stride in input pixels, for maps)."""
+    parts = []
+    for name, shape in report.outputs.items():
+        if len(shape) == 3:
+            parts.append(f"{name} {shape[0]} channels at stride {field(report.output_strides.get(name, (1, 1)))} "
+                         f"({fmt_shape(shape)})")
+        else:
+            parts.append(f"{name} {fmt_shape(shape)}")
+    return "outputs: " + "; ".join(parts)
+
+
 def totals_line(report: Report, units: str = "raw") -> str:
     batch = f", batch {report.batch}" if report.batch != 1 else ""
     train = (f" (+{count(report.train_only_macs, units)} in training-only layers)"
@@ -104,7 +116,7 @@ def to_markdown(report: Report, depth: Optional[int] = None, units: str = "raw")
         f"| **total** | | | **{count(report.total_params, units)}** | **{count(report.total_buffers, units)}** | "
         f"**{count(report.total_macs, units)}** | **{size(report.activation_bytes, units)}** | |"
     )
-    lines += ["", totals_line(report, units) + ".", "", f"_{CONVENTIONS}._", ""]
+    lines += ["", totals_line(report, units) + ".", "", outputs_line(report) + ".", "", f"_{CONVENTIONS}._", ""]
     return "\n".join(lines)
 
 
@@ -152,6 +164,7 @@ def to_table(report: Report, depth: Optional[int] = None, units: str = "raw"):  
     table.add_row("total", "", "", count(report.total_params, units), count(report.total_buffers, units),
                   count(report.total_macs, units), size(report.activation_bytes, units), "", style="bold")
     notes = ["* runs in training mode only"] if any(r.train_only for r in rows) else []
-    table.caption = "\n".join([totals_line(report, units) + ".", *notes, CONVENTIONS + "."])
+    table.caption = "\n".join([totals_line(report, units) + ".", outputs_line(report) + ".", *notes,
+                               CONVENTIONS + "."])
     table.caption_justify = "left"
     return table

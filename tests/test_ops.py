@@ -203,9 +203,9 @@ def test_subsample_is_window_sum_times_coefficient_plus_bias():
 
 
 def test_rbf_paley_prototypes_are_an_orthogonal_plus_minus_one_code_and_fixed():
-    from archcompiler.ops import RBFArgs, rbf_prototypes
+    from archcompiler.ops import rbf_prototypes
 
-    protos = torch.tensor(rbf_prototypes(RBFArgs(out=83), 84), dtype=torch.float64)
+    protos = torch.tensor(rbf_prototypes(83, 84), dtype=torch.float64)
     assert set(protos.unique().tolist()) == {-1.0, 1.0}
     assert torch.equal(protos @ protos.T, 84 * torch.eye(83, dtype=torch.float64))
     spec = make_spec("f: flatten\nout: {rbf: {out: 10}}", input=(1, 7, 12), outputs="o: out")
@@ -223,10 +223,10 @@ def test_rbf_paley_needs_a_suitable_input_size(size, message):
 
 
 def test_rbf_random_code_is_seeded():
-    from archcompiler.ops import RBFArgs, rbf_prototypes
+    from archcompiler.ops import rbf_prototypes
 
-    assert rbf_prototypes(RBFArgs(out=3, code="random", seed=1), 20) == rbf_prototypes(RBFArgs(out=3, code="random", seed=1), 20)
-    assert rbf_prototypes(RBFArgs(out=3, code="random", seed=1), 20) != rbf_prototypes(RBFArgs(out=3, code="random", seed=2), 20)
+    assert rbf_prototypes(3, 20, "random", seed=1) == rbf_prototypes(3, 20, "random", seed=1)
+    assert rbf_prototypes(3, 20, "random", seed=1) != rbf_prototypes(3, 20, "random", seed=2)
 
 
 def test_linear_act_applies_after_the_layer():

@@ -1,0 +1,446 @@
+"""Shaped `Graph` -> one standalone PyTorch source file.
+
+In: a `Graph` after `infer_shapes`.  Out: the text of a Python module that
+imports only torch: a class per block template (per variant of it, when
+`when:` or fixed arguments make instances differ), with the template's
+parameters as constructor arguments and a readable `forward`; the few
+modules archc adds to torch.nn (copied from `archcompiler.modules`); and a
+model class named after the spec.  The module tree, and so the state_dict,
+is the compiled model's: loaded with the same weights it computes the same
+outputs.
+
+How the code is written:
+- every layer's constructor and call come from its op's `source` in the
+  registry; an argument written in the spec as an expression over a
+  block's parameters (`$c3r`, `${4 * c}`) stays that expression, other
+  values are literals;
+- inside a template, channel counts flow symbolically from `in_channels`
+  (a conv's output is its `out`, a concat's the sum of its branches), so
+  one class serves instances at different depths; anything else that
+  differs between instances makes a variant class;
+- a chain whose layers each take the one before is an `nn.Sequential`;
+  other named groups are plain `nn.Module` holders;
+- the model class is written for the spec's parameter values (`--set`):
+  parameters that change structure (`when:`, `repeat:`) are fixed there,
+  and the docstring says which values were used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+import re
+from typing import Any, Optional
+
+from . import expr
+from .graph import INPUT, Graph, Node, Scope
+from .ops import OPS
+
+# Support code a generated file may need, copied from archcompiler.modules / ops by name.
+SUPPORT = ("ShapeError", "rbf_prototypes", "pair", "ScaledTanh", "ConvNormAct", "PartialConv2d", "Subsample2d", "RBF")
+NEEDS = {"RBF": ("rbf_prototypes",), "rbf_prototypes": ("ShapeError",), "PartialConv2d": ("pair",),
+         "Subsample2d": ("pair",)}
+
+
+class EmitError(ValueError):
+    """The network uses something standalone source cannot express."""
+
+
+def emit_python(graph: Graph, source_path: Optional[str] = None) -> str:
+    """The standalone module's source text."""
+    return _Emitter(graph).run(source_path or graph.path)
+
+
+def _camel(name: str) -> str:
+    out = "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name) if part) or "Net"
+    return "Net" + out if out[0].isdigit() else out
+
+
+def _ident(text: str) -> str:
+    name = re.sub(r"\W", "_", text)
+    if not name or name[0].isdigit() or keyword.iskeyword(name):
+        name = "_" + name
+    return name
+
+
+def _materialised(scope_id: str) -> bool:
+    """A scope adds a level to module names unless its name starts with `_`."""
+    return not scope_id.rsplit(".", 1)[-1].startswith("_")
+
+
+def _module_path(scope_id: str) -> str:
+    return ".".join(part for part in scope_id.split(".") if not part.startswith("_"))
+
+
+def _ref(base: str, rel: str) -> str:
+    ref = base
+    for part in rel.split("."):
+        ref += f".{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"._modules[{part!r}]"
+    return ref
+
+
+class _Source:
+    """What an op's `source` function may ask of the emitter for one node."""
+
+    def __init__(self, node: Node, cin: str, symbolic: bool, body: "_Body"):
+        self.node, self.cin, self.symbolic, self.body = node, cin, symbolic, body
+
+    def is_expr(self, field: Any) -> bool:
+        path = field if isinstance(field, tuple) else (field,)
+        return self.symbolic and any(p[:len(path)] == path for p in self.node.exprs)
+
+    def arg(self, field: Any, value: Any) -> str:
+        path = field if isinstance(field, tuple) else (field,)
+        return self._code(value, path)
+
+    def _code(self, value: Any, path: tuple) -> str:
+        if self.symbolic and path in self.node.exprs:
+            text = expr.source_of(self.node.exprs[path]).strip()
+            self.body.names_used.update(expr.names_in(self.node.exprs[path]))
+            return text if re.fullmatch(r"[A-Za-z_]\w*", text) else f"({text})"
+        if isinstance(value, (list, tuple)):
+            items = [self._code(v, (*path, i)) for i, v in enumerate(value)]
+            return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+        return repr(value)
+
+    def attr(self, field: str, value: Any) -> str:
+        """A number the forward needs: a literal, or an attribute set in __init__ from an expression."""
+        code = self.arg(field, value)
+        if not self.is_expr(field):
+            return code
+        name = f"{_ident(self.body.rel(self.node.id))}_{field}"
+        self.body.init.append(f"self.{name} = {code}")
+        return f"self.{name}"
+
+    def need(self, name: str) -> None:
+        self.body.emitter.support.add(name)
+
+
+class _Body:
+    """__init__ and forward lines for one root: the model (root None) or one block instance."""
+
+    def __init__(self, emitter: "_Emitter", root: Optional[Scope]):
+        self.emitter, self.graph, self.root = emitter, emitter.graph, root
+        self.symbolic = root is not None
+        path = _module_path(root.id) if root is not None else ""
+        self.prefix = path + "." if path else ""
+        self.members = list(root.nodes) if root is not None else list(self.graph.nodes)
+        self.inside = set(self.members)
+        self.init: list[str] = []
+        self.names_used: set[str] = set()
+        self.chan: dict[str, str] = {}
+        self.calls: dict[str, tuple[Optional[str], str]] = {}
+        self.holders: set[str] = set()
+        self.units = {n: self.emitter.unit_within(root, n) for n in self.members}
+
+    def rel(self, name: str) -> str:
+        path = name if name in self.graph.nodes else _module_path(name)
+        return path[len(self.prefix):] if self.prefix and path.startswith(self.prefix) else path
+
+    def external_inputs(self, nodes: list[str]) -> list[str]:
+        inside = set(nodes)
+        return list(dict.fromkeys(i for n in nodes for i in self.graph.nodes[n].inputs if i not in inside))
+
+    def channels(self, node_id: str) -> str:
+        if node_id in self.chan:
+            return self.chan[node_id]
+        shape = self.graph.input_shape if node_id == INPUT else self.graph.nodes[node_id].shape
+        return repr(shape[0])
+
+    def _note_channels(self, node: Node, src: _Source) -> None:
+        if not self.symbolic:
+            return
+        if node.op in ("conv", "linear", "rbf"):
+            self.chan[node.id] = src.arg("out", node.args.out)
+        elif node.op == "concat":
+            self.chan[node.id] = " + ".join(self.channels(i) for i in node.inputs)
+        elif node.op == "flatten" and node.inputs:
+            shape = self.graph.input_shape if node.inputs[0] == INPUT else self.graph.nodes[node.inputs[0]].shape
+            area = 1
+            for d in shape[1:]:
+                area *= d
+            c = self.channels(node.inputs[0])
+            self.chan[node.id] = c if area == 1 else (f"({c}) * {area}" if " " in c else f"{c} * {area}")
+        elif node.inputs:
+            self.chan[node.id] = self.channels(node.inputs[0])
+
+    def build(self) -> None:
+        externals = self.external_inputs(self.members)
+        if self.symbolic and externals:
+            self.chan[externals[0]] = "in_channels"
+        for n in self.members:  # constructors, calls and channels of the layers this body writes itself
+            unit = self.units[n]
+            if unit != n and self.graph.scopes[unit].block:
+                continue  # written by the block's own class; its output's channels stay a literal
+            node = self.graph.nodes[n]
+            shapes = [self.graph.input_shape if i == INPUT else self.graph.nodes[i].shape for i in node.inputs]
+            src = _Source(node, self.channels(node.inputs[0]) if node.inputs else "0", self.symbolic, self)
+            self.calls[n] = OPS[node.op].source(node.args, shapes, src)
+            self._note_channels(node, src)
+        attached: set[str] = set()
+        for n in self.members:  # attach in declaration order: the state_dict's order
+            unit = self.units[n]
+            if unit in attached:
+                continue
+            attached.add(unit)
+            ctor = self.emitter.scope_ctor(self, unit) if unit != n else self.calls[n][0]
+            if ctor is not None:
+                self._attach(self.rel(unit), ctor)
+
+    def _attach(self, rel: str, ctor: str) -> None:
+        *parents, leaf = rel.split(".")
+        base = "self"
+        for i, part in enumerate(parents):
+            path = ".".join(parents[:i + 1])
+            if path not in self.holders:
+                self.holders.add(path)
+                self.init.append(_assign(base, part, "nn.Module()"))
+            base = _ref(base, part)
+        self.init.append(_assign(base, leaf, ctor))
+
+    def forward(self) -> tuple[list[tuple[bool, str]], dict[str, str]]:
+        """(train-only?, line) for each call in execution order, and each output node's variable."""
+        var = {e: ("x" if k == 0 else f"x{k + 1}") for k, e in enumerate(self.external_inputs(self.members))}
+        used = set(var.values()) | {"self", "torch", "F", "nn", "math"}
+        lines: list[tuple[bool, str]] = []
+        for n in self.graph.order():
+            if n not in self.inside:
+                continue
+            unit = self.units[n]
+            if unit != n:
+                scope = self.graph.scopes[unit]
+                if n != scope.output:
+                    continue
+                args = self.external_inputs(scope.nodes)
+                call = "{m}(" + ", ".join("{%d}" % k for k in range(len(args))) + ")"
+                train = all(self.graph.nodes[m].train_only for m in scope.nodes)
+            else:
+                call, args, train = self.calls[n][1], self.graph.nodes[n].inputs, self.graph.nodes[n].train_only
+            name = _ident(self.rel(unit).replace(".", "_"))
+            while name in used:
+                name += "_"
+            used.add(name)
+            arg_vars = [var[a] for a in args]
+            lines.append((train, f"{name} = " + call.format(*arg_vars, m=_ref("self", self.rel(unit)),
+                                                            args=", ".join(arg_vars))))
+            var[n] = name
+        return lines, var
+
+
+def _assign(base: str, name: str, ctor: str) -> str:
+    if name.isidentifier() and not keyword.iskeyword(name):
+        return f"{base}.{name} = {ctor}"
+    return f"{base}.add_module({name!r}, {ctor})"
+
+
+class _Emitter:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.support: set[str] = set()
+        self.classes: dict[str, str] = {}  # class text (with placeholders) -> class name
+        self.sources: list[tuple[str, str]] = []  # (class name, text), in order of definition
+        self.instances: dict[str, list[str]] = {}
+        self.meta: dict[str, tuple[str, list[str]]] = {}  # class name -> (block, block params)
+        self.chains: dict[str, bool] = {}
+
+    # -- what is one module ---------------------------------------------------
+
+    def unit_within(self, root: Optional[Scope], node_id: str) -> str:
+        """The node's outermost block instance or chain strictly inside `root`, or the node itself."""
+        scopes = self.graph.nodes[node_id].scopes
+        if root is not None:
+            scopes = scopes[scopes.index(root.id) + 1:]
+        for scope_id in scopes:
+            if not _materialised(scope_id):
+                continue
+            scope = self.graph.scopes[scope_id]
+            if scope.block or self.is_chain(scope):
+                return scope_id
+        return node_id
+
+    def is_chain(self, scope: Scope) -> bool:
+        """A named group whose members (layers, block instances, chains) each take the one before."""
+        if scope.id not in self.chains:
+            self.chains[scope.id] = False  # provisional, while deciding
+            self.chains[scope.id] = self._decide_chain(scope)
+        return self.chains[scope.id]
+
+    def _decide_chain(self, scope: Scope) -> bool:
+        g = self.graph
+        if scope.block or scope.kind not in ("seq", "repeat"):
+            return False
+        if any(not _materialised(s) for n in scope.nodes for s in g.nodes[n].scopes[g.nodes[n].scopes.index(scope.id):]):
+            return False  # a scopeless group inside would put its layers at this level
+        members = list(dict.fromkeys(self.unit_within(scope, n) for n in scope.nodes))
+        previous: Optional[str] = None
+        for unit in members:
+            if unit in g.scopes:
+                sub = g.scopes[unit]
+                ins = list(dict.fromkeys(i for m in sub.nodes for i in g.nodes[m].inputs if i not in sub.nodes))
+                out = sub.output
+            else:
+                node = g.nodes[unit]
+                if not _simple_module_call(g, node):
+                    return False
+                ins, out = list(node.inputs), unit
+            if len(ins) != 1 or (previous is None and ins[0] in scope.nodes) or (previous and ins[0] != previous):
+                return False
+            previous = out
+        return bool(members) and previous == scope.output
+
+    def scope_ctor(self, body: _Body, scope_id: str) -> str:
+        scope = self.graph.scopes[scope_id]
+        if scope.block:
+            return self.instance_ctor(body, scope)
+        members = list(dict.fromkeys(self.unit_within(scope, n) for n in scope.nodes))
+        parts = [self.scope_ctor(body, u) if u in self.graph.scopes else body.calls[u][0] for u in members]
+        leaves = [(_module_path(u) if u in self.graph.scopes else u).rsplit(".", 1)[-1] for u in members]
+        if leaves == [str(i) for i in range(len(leaves))]:
+            if len(parts) <= 2 and all("\n" not in p for p in parts):
+                return f"nn.Sequential({', '.join(parts)})"
+            return "nn.Sequential(\n" + _indent(",\n".join(parts), 4) + ",\n)"
+        items = ",\n".join(f"({leaf!r}, {part})" for leaf, part in zip(leaves, parts))
+        return "nn.Sequential(OrderedDict([\n" + _indent(items, 4) + ",\n]))"
+
+    def instance_ctor(self, body: _Body, scope: Scope) -> str:
+        name, spec_params = self.template_class(scope)
+        entry = body.external_inputs(scope.nodes)
+        args = [body.channels(entry[0]) if entry else "0", *(repr(v) for v in scope.args.values())]
+        args += [f"{p}={self.graph.params[p]!r}" for p in spec_params]
+        return f"{name}({', '.join(args)})"
+
+    def template_class(self, scope: Scope) -> tuple[str, list[str]]:
+        """The class for block instance `scope` (new, or an identical earlier one) and the spec parameters it takes."""
+        body = _Body(self, scope)
+        body.build()
+        lines, var = body.forward()
+        block_params = list(scope.args)
+        spec_params = sorted(n for n in body.names_used if n not in block_params)
+        signature = ", ".join(["self", "in_channels", *block_params, *(f"{p}={self.graph.params[p]!r}" for p in spec_params)])
+        inputs = ", ".join("x" if k == 0 else f"x{k + 1}" for k in range(len(body.external_inputs(scope.nodes))))
+        text = "\n".join([
+            "class {NAME}(nn.Module):",
+            "    {DOC}",
+            "",
+            f"    def __init__({signature}):",
+            "        super().__init__()",
+            *_indent("\n".join(body.init), 8).splitlines(),
+            "",
+            f"    def forward(self, {inputs}):",
+            *("        " + line for _, line in lines),
+            f"        return {var[scope.output]}",
+        ])
+        if text not in self.classes:
+            base, k = _camel(scope.block), 2
+            name = base
+            while name in self.instances:
+                name, k = f"{base}{k}", k + 1
+            self.classes[text] = name
+            self.sources.append((name, text))
+            self.instances[name] = []
+            self.meta[name] = (scope.block, block_params)
+        name = self.classes[text]
+        self.instances[name].append(scope.id)
+        return name, spec_params
+
+    # -- the file ----------------------------------------------------------------
+
+    def run(self, source_path: str) -> str:
+        g = self.graph
+        model = _Body(self, None)
+        model.build()
+        lines, var = model.forward()
+        class_name = _camel(g.name)
+        outputs = list(g.outputs.values())
+        eval_outs = [o for o in outputs if not o.train_only]
+
+        def result(outs: list, tuple_name: str) -> str:
+            if len(outs) == 1:
+                return var[outs[0].node]
+            return f"{tuple_name}(" + ", ".join(f"{o.name}={var[o.node]}" for o in outs) + ")"
+
+        forward = ["def forward(self, x):", *("    " + line for train, line in lines if not train)]
+        if len(outputs) > len(eval_outs):
+            forward += ["    if self.training:", *("        " + line for train, line in lines if train),
+                        f"        return {result(outputs, class_name + 'Outputs')}"]
+        forward.append(f"    return {result(eval_outs, class_name + 'EvalOutputs')}")
+        built = ", ".join(f"{k}={v!r}" for k, v in g.params.items()) or "its defaults"
+        model_text = "\n".join([
+            f"class {class_name}(nn.Module):",
+            f'    """{g.title or g.name}, built with {built}."""',
+            "",
+            "    def __init__(self):",
+            "        super().__init__()",
+            *_indent("\n".join(model.init), 8).splitlines(),
+            "",
+            *("    " + line for line in forward),
+        ])
+        return self._file(source_path, class_name, model_text, outputs, eval_outs)
+
+    def _file(self, source_path: str, class_name: str, model_text: str, outputs: list, eval_outs: list) -> str:
+        from . import modules, ops
+
+        g = self.graph
+        needed = set(self.support)
+        for _ in range(2):
+            needed |= {dep for name in needed for dep in NEEDS.get(name, ())}
+        support = []
+        for name in SUPPORT:
+            if name == "ShapeError" and name in needed:
+                support.append("class ShapeError(ValueError):\n    pass")
+            elif name in needed:
+                support.append(inspect.getsource(getattr(modules if hasattr(modules, name) else ops, name)).rstrip())
+        classes = []
+        for name, text in self.sources:
+            block, params = self.meta[name]
+            doc = (f'"""Block `{block}`' + (f"({', '.join(params)})" if params else "")
+                   + f" of {g.name}; used by {', '.join(self.instances[name])}." + '"""')
+            classes.append(text.replace("{NAME}", name, 1).replace("{DOC}", doc, 1))
+        built = ", ".join(f"{k}={v!r}" for k, v in g.params.items()) or "no parameters"
+        header = "\n".join([
+            f'"""{g.title or g.name}: standalone PyTorch source generated by archc from {source_path}.',
+            "",
+            *([f"Paper: {g.paper}", ""] if g.paper else []),
+            f"Built with {built}; regenerate with `archc build SPEC --emit python --set K=V` for others.",
+            f"`{class_name}()` has the compiled model's state_dict keys and computes the same outputs;",
+            "this file imports only torch.",
+            '"""',
+            "",
+            "import math",
+            "from collections import OrderedDict, namedtuple",
+            "from typing import Optional, Sequence",
+            "",
+            "import torch",
+            "import torch.nn as nn",
+            "import torch.nn.functional as F",
+            "",
+            f"{class_name}Outputs = namedtuple({class_name + 'Outputs'!r}, {[o.name for o in outputs]!r})",
+            f"{class_name}EvalOutputs = namedtuple({class_name + 'EvalOutputs'!r}, {[o.name for o in eval_outs]!r})",
+        ])
+        return "\n\n\n".join([header, *support, *classes, model_text]) + "\n"
+
+
+def _simple_module_call(graph: Graph, node: Node) -> bool:
+    shapes = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+
+    class _Probe:
+        cin, symbolic = "c", False
+
+        def is_expr(self, field: Any) -> bool:
+            return False
+
+        def arg(self, field: Any, value: Any) -> str:
+            return repr(value)
+
+        def attr(self, field: str, value: Any) -> str:
+            return repr(value)
+
+        def need(self, name: str) -> None:
+            pass
+
+    ctor, call = OPS[node.op].source(node.args, shapes, _Probe())
+    return ctor is not None and call == "{m}({0})"
+
+
+def _indent(text: str, n: int) -> str:
+    return "\n".join(" " * n + line if line else line for line in text.splitlines())

@@ -1,0 +1,95 @@
+"""Every spec exports: ONNX runs in onnxruntime within 1e-4 of torch, the
+TorchScript trace and the torch.export program give the eager outputs, and
+torch.compile(fullgraph=True) compiles the whole forward without a graph
+break and gives the eager outputs.
+
+torch.compile runs with the "aot_eager" backend here: it captures the full
+graph through Dynamo and AOTAutograd like the default backend, but skips
+Inductor's C++ code generation, which would take minutes per network on a
+2-core CPU. One small network also goes through Inductor itself.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import archcompiler
+from archcompiler import export
+
+SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
+def case(request):
+    model = archcompiler.build(request.param, seed=0).eval()
+    x = torch.randn(2, *model.graph.input_shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model(x)
+    return model, x, reference
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_onnx_runs_in_onnxruntime_and_matches_torch(case):
+    import onnx
+    import onnxruntime
+
+    model, x, reference = case
+    data = export.to_onnx(model)
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto)
+    assert proto.opset_import[0].version >= 17
+    assert [o.name for o in proto.graph.output] == export.eval_output_names(model)
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x.numpy()})  # a batch of 2; exported with 1: the batch is dynamic
+    assert relative(out, reference.numpy()) < 1e-4
+
+
+def test_torchscript_trace_gives_the_eager_outputs(case):
+    model, x, reference = case
+    with torch.no_grad():
+        traced = torch.jit.trace(model, export.example_input(model), check_trace=False)
+        torch.testing.assert_close(traced(x), reference)
+
+
+def test_torch_export_program_gives_the_eager_outputs_at_any_batch(case):
+    model, x, reference = case
+    program = export.exported_program(model)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), reference)
+        assert program.module()(x[:1]).shape[0] == 1
+
+
+@pytest.mark.parametrize("spec", ["lenet5", "googlenet"])
+def test_saved_torchscript_and_exported_files_load_and_run(spec):
+    model = archcompiler.build(Path(__file__).parents[1] / "specs" / f"{spec}.yaml").eval()
+    x = torch.randn(3, *model.graph.input_shape)
+    with torch.no_grad():
+        reference = model(x)
+        torch.testing.assert_close(torch.jit.load(io.BytesIO(export.to_torchscript(model)))(x), reference)
+        program = torch.export.load(io.BytesIO(export.to_exported(model)))
+        torch.testing.assert_close(program.module()(x), reference)
+
+
+def test_torch_compile_fullgraph_gives_the_eager_outputs(case):
+    model, x, reference = case
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), reference)
+
+
+def test_torch_compile_with_inductor_on_lenet5():
+    model = archcompiler.build(Path(__file__).parents[1] / "specs" / "lenet5.yaml").eval()
+    x = torch.randn(4, 1, 32, 32)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
