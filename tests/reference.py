@@ -7,9 +7,11 @@ reference's keys gets the reference's weights without the reference library.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -52,6 +54,12 @@ def fill_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.T
     else:
         v = s * math.sqrt(3 * 2 / math.prod(shape[1:]))
     return v.to(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def reference_state(name: str) -> "OrderedDict[str, torch.Tensor]":
+    """The reference's whole state_dict under the fill, in its order (computed once per session; do not modify)."""
+    return OrderedDict((k, fill_tensor(k, shape, getattr(torch, dtype))) for k, shape, dtype in keys(name))
 
 
 def fill(model: torch.nn.Module) -> None:

@@ -27,7 +27,7 @@ from archcompiler.checkpoints import (WeightsError, WeightsReport, check_weights
                                       save_weights)
 from archcompiler.errors import UserError
 from conftest import make_spec
-from reference import facts, fill_tensor, keys, reference_input, relative_error
+from reference import facts, keys, reference_input, reference_state, relative_error
 from test_zoo_reference import REFERENCES, SPECS
 
 SMALL = make_spec("""
@@ -213,7 +213,8 @@ def test_googlenet_checkpoint_into_inception_v3_gives_a_short_report(tmp_path):
     torch.save(googlenet, path)
     model = archcompiler.build(SPECS / "inception_v3.yaml")
     ours = {k: tuple(shape) for k, shape, _ in keys("inception_v3")}
-    missing = [k for k in ours if k not in googlenet]
+    # A missing BatchNorm step counter is filled in, as torch's own loading does.
+    missing = [k for k in ours if k not in googlenet and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in googlenet if k not in ours]
     assert len(missing) > 100 and len(unexpected) > 100
 
@@ -297,7 +298,7 @@ def zoo(request):
 def test_reference_checkpoint_loads_and_gives_the_reference_logits(zoo, tmp_path):
     """A checkpoint as torchvision/timm write it: their keys, shapes and dtypes, in their order."""
     name, model = zoo
-    state = OrderedDict((k, fill_tensor(k, shape, getattr(torch, dtype))) for k, shape, dtype in keys(name))
+    state = reference_state(name)  # computed once per session, shared with test_zoo_reference
     path = tmp_path / (f"{name}.safetensors" if name in SAFETENSORS else f"{name}.pth")
     if name in SAFETENSORS:
         from safetensors.torch import save_file
@@ -305,7 +306,6 @@ def test_reference_checkpoint_loads_and_gives_the_reference_logits(zoo, tmp_path
         save_file(state, path)
     else:
         torch.save(state, path)
-    del state
     try:
         load_weights(model, path)
     finally:

@@ -195,6 +195,44 @@ def test_diff_compares_two_networks_by_stage(fmt):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+@needs_dot
+def test_build_emits_standalone_source_and_exports(tmp_path):
+    out = tmp_path / "lenet"
+    r = archc("build", str(ROOT / "specs" / "lenet5.yaml"), "-o", str(out),
+              "--emit", "python", "--emit", "onnx", "--emit", "torchscript", "--emit", "exported")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["forward.py", "lenet5.onnx", "lenet5.pt2", "lenet5.py", "lenet5.svg", "lenet5.torchscript.pt",
+                     "summary.json"]
+    assert "class Lenet5(nn.Module):" in (out / "lenet5.py").read_text()
+    assert "Warning" not in r.stderr
+    bad = archc("build", SPEC, "-o", str(tmp_path / "x"), "--emit", "tflite")
+    assert bad.returncode == 2 and "--emit must be one of" in bad.stderr and not (tmp_path / "x").exists()
+
+
+@needs_dot
+def test_build_saves_and_loads_weights(tmp_path):
+    lenet = str(ROOT / "specs" / "lenet5.yaml")
+    saved = tmp_path / "w.safetensors"
+    assert archc("build", lenet, "-o", str(tmp_path / "a"), "--seed", "3", "--save", str(saved)).returncode == 0
+    r = archc("build", lenet, "-o", str(tmp_path / "b"), "--weights", str(saved), "--save", str(tmp_path / "w.pt"))
+    assert r.returncode == 0, r.stderr
+    import torch
+    from safetensors.torch import load_file
+
+    first, second = load_file(saved), torch.load(tmp_path / "w.pt", weights_only=True)
+    assert all(torch.equal(first[k], second[k]) for k in second)
+    wrong = archc("build", str(ROOT / "specs" / "alexnet.yaml"), "-o", str(tmp_path / "c"), "--weights", str(saved))
+    assert wrong.returncode == 2 and "does not fit alexnet" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert len(wrong.stderr.splitlines()) <= 20 and not (tmp_path / "c").exists()
+
+
+def test_summary_outputs_lists_channels_and_stride():
+    r = archc("summary", str(ROOT / "specs" / "resnet50.yaml"), "--outputs", "layer2,layer4", "--depth", "1")
+    assert r.returncode == 0, r.stderr
+    assert "layer2 512 channels at stride 8" in r.stdout and "layer4 2048 channels at stride 32" in r.stdout
+
+
 def test_schema_is_valid_and_accepts_the_specs():
     import jsonschema
     import yaml
