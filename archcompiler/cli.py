@@ -299,9 +299,10 @@ def build(
     """Compile SPEC to a torch model, check every runtime shape against the inferred one, write artifacts.
 
     The artifacts are summary.json (the `summary --format json` report),
-    NAME.svg (the diagram; NAME.dot when Graphviz is not installed) and
-    forward.py (the generated forward, for reading).  They are written
-    together: on any error nothing in the directory changes.
+    NAME.svg (the diagram; NAME.dot when Graphviz is not installed),
+    forward.py (the generated forward, for reading) and what --emit asks
+    for.  They are written together: on any error nothing in the directory
+    changes.  --weights loads a checkpoint first; --save writes the weights.
     """
     from . import report
     from .analysis import analyze

@@ -78,6 +78,16 @@ def test_saved_torchscript_and_exported_files_load_and_run(spec):
         torch.testing.assert_close(program.module()(x), reference)
 
 
+def test_weights_round_trip_through_safetensors(case, tmp_path):
+    model, x, reference = case
+    path = tmp_path / "weights.safetensors"
+    archcompiler.save_weights(model, path)
+    again = archcompiler.build(model.graph.path, seed=5, weights=path).eval()
+    path.unlink()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), reference, rtol=0, atol=0)
+
+
 def test_torch_compile_fullgraph_gives_the_eager_outputs(case):
     model, x, reference = case
     torch._dynamo.reset()
