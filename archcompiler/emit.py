@@ -42,10 +42,6 @@ NEEDS = {"RBF": ("rbf_prototypes",), "rbf_prototypes": ("ShapeError",), "Partial
          "Subsample2d": ("pair",)}
 
 
-class EmitError(ValueError):
-    """The network uses something standalone source cannot express."""
-
-
 def emit_python(graph: Graph, source_path: Optional[str] = None) -> str:
     """The standalone module's source text."""
     return _Emitter(graph).run(source_path or graph.path)

@@ -20,7 +20,7 @@ import keyword
 import linecache
 import re
 from contextlib import nullcontext
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn

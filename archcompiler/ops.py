@@ -12,7 +12,7 @@ when they run, so `check`, `summary` and `draw` stay torch-free.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
@@ -270,10 +270,10 @@ def _positive(shape: Shape, what: str, inputs: Shape) -> Shape:
     return shape
 
 
-def _kw(src: Any, name: str, value: Any, default: Any, field: Optional[str] = None) -> str:
+def _kw(src: Any, name: str, value: Any, default: Any, path: Any = None) -> str:
     """`, name=code` for a constructor keyword, or nothing when it is a literal default."""
-    code = src.arg(field or name, value)
-    return "" if not src.is_expr(field or name) and value == default else f", {name}={code}"
+    code = src.arg(path or name, value)
+    return "" if not src.is_expr(path or name) and value == default else f", {name}={code}"
 
 
 # ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Optional
 
 from .analysis import Report
 from .graph import INPUT, Graph, Node
-from .ops import OPS, pair
+from .ops import pair
 from .report import count
 
 WEIGHTED = ("conv", "linear", "rbf")

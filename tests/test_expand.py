@@ -136,10 +136,10 @@ def test_residual_body_children_are_direct_and_identity_shortcut():
 
 
 def test_residual_named_body_and_shortcut_child():
-    g = graph(f"""
+    g = graph("""
     res:
-      residual: {{a: {{conv: {{out: 8, k: 1}}}}, b: relu}}
-      shortcut: {{conv: {{out: 8, k: 1}}}}
+      residual: {a: {conv: {out: 8, k: 1}}, b: relu}
+      shortcut: {conv: {out: 8, k: 1}}
     """, outputs="o: res")
     assert list(g.nodes) == ["res.a", "res.b", "res.shortcut", "res.add"]
     assert g.nodes["res.shortcut"].inputs == [INPUT]
@@ -519,13 +519,13 @@ def test_block_sees_spec_params():
 
 
 def test_defaults_deep_merge_spec_and_block_level():
-    g = graph(f"""
-    a: {{conv: {{out: 3, k: 1}}}}
-    b: {{conv: {{out: 3, k: 1, norm: {{momentum: 0.3}}, act: null}}}}
-    c: {{conv: {{out: 3, k: 1, norm: null}}}}
-    d: {{maxpool: {{k: 2}}}}
-    e: {{u: []}}
-    f: {{conv: {{out: 3, k: 1, norm: false, bias: true}}}}
+    g = graph("""
+    a: {conv: {out: 3, k: 1}}
+    b: {conv: {out: 3, k: 1, norm: {momentum: 0.3}, act: null}}
+    c: {conv: {out: 3, k: 1, norm: null}}
+    d: {maxpool: {k: 2}}
+    e: {u: []}
+    f: {conv: {out: 3, k: 1, norm: false, bias: true}}
     """, defaults="conv: {bias: false, norm: {eps: 0.001}, act: relu}\nmaxpool: {ceil: true}", blocks="""
     u:
       defaults: {conv: {norm: {affine: false}, act: silu}}
