@@ -2,11 +2,17 @@
 
 The pipeline, one module per stage (see docs/ and DESIGN):
 
-    spec.load_spec ─▶ expand.expand ─▶ shapes.infer_shapes ─┬─ analysis.analyze ─▶ Report
-      (YAML, pydantic)  (blocks, params)   (static shapes)   ├─ lower.lower ──────▶ torch.nn.Module
-                                                             └─ draw.draw ────────▶ graphviz
+    spec.load_spec ─▶ expand.expand ─▶ shapes.infer_shapes ─┬─ analysis.analyze ─▶ Report ─▶ report (table, json, csv, md)
+      (YAML, pydantic)  (blocks, params)   (static shapes)   │                               paper (the papers' table form)
+                                                             ├─ diff.diff (two graphs, per stage)
+                                                             ├─ draw.diagram ────▶ graphviz
+                                                             ├─ emit.emit_python ─▶ standalone PyTorch source
+                                                             └─ lower.lower ─────▶ torch.nn.Module ─▶ export (onnx, torchscript,
+                                                                                        │                torch.export)
+                                                                  checkpoints (load, save) ┘   training (aux-head loss)
 
-Only `lower` (reached through `build`) imports torch.
+`graph.select_outputs` cuts a graph down to named feature maps.  Only
+`lower`, `export`, `checkpoints` and `training` import torch, and only when used.
 """
 
 from __future__ import annotations
