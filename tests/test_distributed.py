@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parent.parent
