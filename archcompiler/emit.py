@@ -33,7 +33,7 @@ import re
 from typing import Any, Optional
 
 from . import expr
-from .graph import INPUT, Graph, Node, Scope
+from .graph import INPUT, Graph, Node, Scope, attribute_ref, class_name
 from .ops import OPS
 
 # Support code a generated file may need, copied from archcompiler.modules / ops by name.
@@ -45,11 +45,6 @@ NEEDS = {"RBF": ("rbf_prototypes",), "rbf_prototypes": ("ShapeError",), "Partial
 def emit_python(graph: Graph, source_path: Optional[str] = None) -> str:
     """The standalone module's source text."""
     return _Emitter(graph).run(source_path or graph.path)
-
-
-def _camel(name: str) -> str:
-    out = "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name) if part) or "Net"
-    return "Net" + out if out[0].isdigit() else out
 
 
 def _ident(text: str) -> str:
@@ -66,13 +61,6 @@ def _materialised(scope_id: str) -> bool:
 
 def _module_path(scope_id: str) -> str:
     return ".".join(part for part in scope_id.split(".") if not part.startswith("_"))
-
-
-def _ref(base: str, rel: str) -> str:
-    ref = base
-    for part in rel.split("."):
-        ref += f".{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"._modules[{part!r}]"
-    return ref
 
 
 class _Source:
@@ -191,7 +179,7 @@ class _Body:
             if path not in self.holders:
                 self.holders.add(path)
                 self.init.append(_assign(base, part, "nn.Module()"))
-            base = _ref(base, part)
+            base = attribute_ref(base, part)
         self.init.append(_assign(base, leaf, ctor))
 
     def forward(self) -> tuple[list[tuple[bool, str]], dict[str, str]]:
@@ -217,7 +205,7 @@ class _Body:
                 name += "_"
             used.add(name)
             arg_vars = [var[a] for a in args]
-            lines.append((train, f"{name} = " + call.format(*arg_vars, m=_ref("self", self.rel(unit)),
+            lines.append((train, f"{name} = " + call.format(*arg_vars, m=attribute_ref("self", self.rel(unit)),
                                                             args=", ".join(arg_vars))))
             var[n] = name
         return lines, var
@@ -327,7 +315,7 @@ class _Emitter:
             f"        return {var[scope.output]}",
         ])
         if text not in self.classes:
-            base, k = _camel(scope.block), 2
+            base, k = class_name(scope.block), 2
             name = base
             while name in self.instances:
                 name, k = f"{base}{k}", k + 1
@@ -346,7 +334,7 @@ class _Emitter:
         model = _Body(self, None)
         model.build()
         lines, var = model.forward()
-        class_name = _camel(g.name)
+        model_name = class_name(g.name)
         outputs = list(g.outputs.values())
         eval_outs = [o for o in outputs if not o.train_only]
 
@@ -358,11 +346,11 @@ class _Emitter:
         forward = ["def forward(self, x):", *("    " + line for train, line in lines if not train)]
         if len(outputs) > len(eval_outs):
             forward += ["    if self.training:", *("        " + line for train, line in lines if train),
-                        f"        return {result(outputs, class_name + 'Outputs')}"]
-        forward.append(f"    return {result(eval_outs, class_name + 'EvalOutputs')}")
+                        f"        return {result(outputs, model_name + 'Outputs')}"]
+        forward.append(f"    return {result(eval_outs, model_name + 'EvalOutputs')}")
         built = ", ".join(f"{k}={v!r}" for k, v in g.params.items()) or "its defaults"
         model_text = "\n".join([
-            f"class {class_name}(nn.Module):",
+            f"class {model_name}(nn.Module):",
             f'    """{g.title or g.name}, built with {built}."""',
             "",
             "    def __init__(self):",
@@ -371,9 +359,9 @@ class _Emitter:
             "",
             *("    " + line for line in forward),
         ])
-        return self._file(source_path, class_name, model_text, outputs, eval_outs)
+        return self._file(source_path, model_name, model_text, outputs, eval_outs)
 
-    def _file(self, source_path: str, class_name: str, model_text: str, outputs: list, eval_outs: list) -> str:
+    def _file(self, source_path: str, model_name: str, model_text: str, outputs: list, eval_outs: list) -> str:
         from . import modules, ops
 
         g = self.graph
@@ -398,7 +386,7 @@ class _Emitter:
             "",
             *([f"Paper: {g.paper}", ""] if g.paper else []),
             f"Built with {built}; regenerate with `archc build SPEC --emit python --set K=V` for others.",
-            f"`{class_name}()` has the compiled model's state_dict keys and computes the same outputs;",
+            f"`{model_name}()` has the compiled model's state_dict keys and computes the same outputs;",
             "this file imports only torch.",
             '"""',
             "",
@@ -410,8 +398,8 @@ class _Emitter:
             "import torch.nn as nn",
             "import torch.nn.functional as F",
             "",
-            f"{class_name}Outputs = namedtuple({class_name + 'Outputs'!r}, {[o.name for o in outputs]!r})",
-            f"{class_name}EvalOutputs = namedtuple({class_name + 'EvalOutputs'!r}, {[o.name for o in eval_outs]!r})",
+            f"{model_name}Outputs = namedtuple({model_name + 'Outputs'!r}, {[o.name for o in outputs]!r})",
+            f"{model_name}EvalOutputs = namedtuple({model_name + 'EvalOutputs'!r}, {[o.name for o in eval_outs]!r})",
         ])
         return "\n\n\n".join([header, *support, *classes, model_text]) + "\n"
 

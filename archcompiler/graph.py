@@ -10,6 +10,8 @@ state_dict order.
 
 from __future__ import annotations
 
+import keyword
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
@@ -99,6 +101,20 @@ def declared_in_order(nodes: dict[str, Node]) -> bool:
             if position.get(src, -1) >= i:
                 return False
     return True
+
+
+def class_name(name: str) -> str:
+    """The Python class generated code gives a network or block: `inception_v3` -> `InceptionV3`."""
+    camel = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part) or "Model"
+    return "Net" + camel if camel[0].isdigit() else camel
+
+
+def attribute_ref(base: str, path: str) -> str:
+    """Python for the submodule at dotted `path` under `base`: `self.a._modules['0'].conv`."""
+    ref = base
+    for part in path.split("."):
+        ref += f".{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"._modules[{part!r}]"
+    return ref
 
 
 def select_outputs(graph: Graph, names: Sequence[str]) -> Graph:

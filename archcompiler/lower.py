@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import INPUT, Graph
+from .graph import INPUT, Graph, attribute_ref
+from .graph import class_name as python_class_name
 from .ops import OPS, Lowered
 
 
@@ -79,9 +80,7 @@ def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
 
 def _model_class(graph: Graph, calls: dict[str, str]) -> type:
     """A subclass of CompiledModel with forward and _forward_all generated for `graph`."""
-    class_name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", graph.name) if part) or "Model"
-    if class_name[0].isdigit():
-        class_name = "Net" + class_name
+    class_name = python_class_name(graph.name)
     names = _variable_names(graph)
     outputs = list(graph.outputs.values())
     tuple_name = f"{class_name}Outputs"
@@ -122,17 +121,10 @@ def _variable_names(graph: Graph) -> dict[str, str]:
     return names
 
 
-def _module_ref(path: str) -> str:
-    ref = "self"
-    for part in path.split("."):
-        ref += f".{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"._modules[{part!r}]"
-    return ref
-
-
 def _line(graph: Graph, node_id: str, names: dict[str, str], calls: dict[str, str]) -> str:
     node = graph.nodes[node_id]
     args = [names[i] for i in node.inputs]
-    expr = calls[node_id].format(*args, m=_module_ref(node.id), args=", ".join(args))
+    expr = calls[node_id].format(*args, m=attribute_ref("self", node.id), args=", ".join(args))
     return f"{names[node_id]} = {expr}"
 
 

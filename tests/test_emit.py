@@ -26,9 +26,9 @@ def load(path: Path, name: str):
 
 
 def model_class(module, graph):
-    from archcompiler.emit import _camel
+    from archcompiler.graph import class_name
 
-    return getattr(module, _camel(graph.name))
+    return getattr(module, class_name(graph.name))
 
 
 @pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
