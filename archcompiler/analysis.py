@@ -129,7 +129,7 @@ def analyze(graph: Graph, batch: int = 1) -> Report:
     per_node: dict[str, tuple[int, int, int, int]] = {}
     for node in graph.nodes.values():
         op = OPS[node.op]
-        inputs = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+        inputs = graph.input_shapes(node.id)
         params, buffers = op.params(node.args, inputs)
         macs = op.macs(node.args, inputs, node.shape)
         per_node[node.id] = (params, buffers, macs * batch, math.prod(node.shape) * batch)
@@ -196,7 +196,7 @@ def receptive_fields(graph: Graph) -> dict[str, tuple[tuple[int, int], tuple[int
         ins = [fields[i] for i in node.inputs]
         rf = tuple(max(f[0][axis] for f in ins) for axis in (0, 1))
         jump = tuple(max(f[1][axis] for f in ins) for axis in (0, 1))
-        shapes = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+        shapes = graph.input_shapes(node_id)
         k, s, d = OPS[node.op].window(node.args, shapes)
         fields[node_id] = (
             (rf[0] + (k[0] - 1) * d[0] * jump[0], rf[1] + (k[1] - 1) * d[1] * jump[1]),

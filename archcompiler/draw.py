@@ -232,7 +232,7 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
         dst = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand)
         channel = 0  # into a drawn concat, each edge also says which channels it fills: dot may reorder lanes
         for src_node in node.inputs:
-            shape = graph.input_shape if src_node == INPUT else graph.nodes[src_node].shape
+            shape = graph.shape_of(src_node)
             label = _shape(shape)
             if node.op == "concat" and dst == node_id:
                 label += f"\n[{channel}:{channel + shape[0]}]"

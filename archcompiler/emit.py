@@ -33,7 +33,7 @@ import re
 from typing import Any, Optional
 
 from . import expr
-from .graph import INPUT, Graph, Node, Scope, attribute_ref, class_name
+from .graph import Graph, Node, Scope, attribute_ref, class_name
 from .ops import OPS
 
 # Support code a generated file may need, copied from archcompiler.modules / ops by name.
@@ -128,7 +128,7 @@ class _Body:
     def channels(self, node_id: str) -> str:
         if node_id in self.chan:
             return self.chan[node_id]
-        shape = self.graph.input_shape if node_id == INPUT else self.graph.nodes[node_id].shape
+        shape = self.graph.shape_of(node_id)
         return repr(shape[0])
 
     def _note_channels(self, node: Node, src: _Source) -> None:
@@ -139,7 +139,7 @@ class _Body:
         elif node.op == "concat":
             self.chan[node.id] = " + ".join(self.channels(i) for i in node.inputs)
         elif node.op == "flatten" and node.inputs:
-            shape = self.graph.input_shape if node.inputs[0] == INPUT else self.graph.nodes[node.inputs[0]].shape
+            shape = self.graph.shape_of(node.inputs[0])
             area = 1
             for d in shape[1:]:
                 area *= d
@@ -157,7 +157,7 @@ class _Body:
             if unit != n and self.graph.scopes[unit].block:
                 continue  # written by the block's own class; its output's channels stay a literal
             node = self.graph.nodes[n]
-            shapes = [self.graph.input_shape if i == INPUT else self.graph.nodes[i].shape for i in node.inputs]
+            shapes = self.graph.input_shapes(n)
             src = _Source(node, self.channels(node.inputs[0]) if node.inputs else "0", self.symbolic, self)
             self.calls[n] = OPS[node.op].source(node.args, shapes, src)
             self._note_channels(node, src)
@@ -405,7 +405,7 @@ class _Emitter:
 
 
 def _simple_module_call(graph: Graph, node: Node) -> bool:
-    shapes = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+    shapes = graph.input_shapes(node.id)
 
     class _Probe:
         cin, symbolic = "c", False

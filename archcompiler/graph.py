@@ -89,6 +89,14 @@ class Graph:
         position = {n: i for i, n in enumerate(self.nodes)}
         return [n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1)) if n != INPUT]
 
+    def shape_of(self, node_id: str) -> Shape:
+        """The output shape of a node, or the input shape for `input` (after infer_shapes)."""
+        return self.input_shape if node_id == INPUT else self.nodes[node_id].shape
+
+    def input_shapes(self, node_id: str) -> list[Shape]:
+        """The shapes a node receives, in input order."""
+        return [self.shape_of(i) for i in self.nodes[node_id].inputs]
+
     def eval_outputs(self) -> list[Output]:
         return [o for o in self.outputs.values() if not o.train_only]
 

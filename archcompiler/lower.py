@@ -56,7 +56,7 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
     with torch.random.fork_rng(devices=[]), device_ctx:
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
-            inputs = [graph.input_shape if i == INPUT else graph.nodes[i].shape for i in node.inputs]
+            inputs = graph.input_shapes(node.id)
             lowered[node.id] = OPS[node.op].lower(node.args, inputs)
     model = _model_class(graph, {k: v.call for k, v in lowered.items()})()
     for node_id, low in lowered.items():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .analysis import Report
-from .graph import INPUT, Graph, Node
+from .graph import Graph, Node
 from .ops import pair
 from .report import count
 
@@ -111,7 +111,7 @@ def _hwc(shape: tuple[int, ...]) -> str:
 
 def _input_shape(graph: Graph, node: Node) -> tuple[int, ...]:
     src = node.inputs[0]
-    return graph.input_shape if src == INPUT else graph.nodes[src].shape
+    return graph.shape_of(src)
 
 
 def _layer_row(graph: Graph, node: Node, row) -> PaperRow:
@@ -133,7 +133,7 @@ def _module_row(graph: Graph, scope_id: str, row) -> PaperRow:
     members = set(scope.nodes)
     out = graph.nodes[scope.output].shape
     entry = next(i for n in scope.nodes for i in graph.nodes[n].inputs if i not in members)
-    into = graph.input_shape if entry == INPUT else graph.nodes[entry].shape
+    into = graph.shape_of(entry)
     patch = ""
     if len(into) == 3 and len(out) == 3 and round(into[1] / out[1]) >= 2:  # a grid-reducing module
         patch = f"stride {round(into[1] / out[1])}"
