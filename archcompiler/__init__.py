@@ -26,6 +26,7 @@ from .checkpoints import WeightsError, load_weights, save_weights
 from .errors import SpecError, UserError
 from .expand import expand
 from .graph import Graph, select_outputs
+from .limits import DEFAULT_MAX_MEMORY, check_memory
 from .shapes import infer_shapes
 from .spec import Spec, load_spec
 
@@ -40,11 +41,14 @@ SpecLike = Union[Spec, str, Path]
 
 
 def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = None,
-                  outputs: Optional[Sequence[str]] = None, **params: Any) -> Graph:
-    """Load (if given a path), expand with `params` and infer shapes.
+                  outputs: Optional[Sequence[str]] = None, max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
+                  **params: Any) -> Graph:
+    """Load (if given a path), expand with `params`, infer shapes and check the memory bound.
 
     `input_shape` (C, H, W) replaces the spec's `input`; `outputs` (names of
     layers, blocks or outputs) makes it a feature extractor (`select_outputs`).
+    `max_memory` (bytes) bounds the weights plus one sample's activations
+    (`limits.check_memory`); a network over it is a `SpecError`; None: no bound.
     """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
@@ -52,19 +56,23 @@ def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = No
     if input_shape is not None:
         graph = replace(graph, input_shape=tuple(input_shape))
     graph = infer_shapes(graph)
+    if max_memory is not None:
+        check_memory(graph, max_memory)
     return select_outputs(graph, outputs) if outputs is not None else graph
 
 
-def summary(spec: SpecLike, *, outputs: Optional[Sequence[str]] = None, **params: Any) -> Report:
+def summary(spec: SpecLike, *, outputs: Optional[Sequence[str]] = None,
+            max_memory: Optional[int] = DEFAULT_MAX_MEMORY, **params: Any) -> Report:
     """Parameters, MACs and shapes of every layer and block, without torch.
 
     With `outputs`, of the feature extractor that returns those maps.
     """
-    return analyze(compile_graph(spec, outputs=outputs, **params))
+    return analyze(compile_graph(spec, outputs=outputs, max_memory=max_memory, **params))
 
 
 def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = None,
-          outputs: Optional[Sequence[str]] = None, **params: Any) -> "torch.nn.Module":
+          outputs: Optional[Sequence[str]] = None, max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
+          **params: Any) -> "torch.nn.Module":
     """Compile a spec into a `torch.nn.Module` (weights initialised from `seed`).
 
     - `weights`: a checkpoint to load, strictly (a path to a state_dict, a dict
@@ -73,13 +81,16 @@ def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = N
     - `outputs`: names of layers, blocks or outputs; the model then returns
       those maps as a dict and keeps only the layers they need (a backbone).
       `weights` are those of the whole network, loaded before it is cut down.
-    - `device="meta"` builds the module without allocating its weights.
+    - `device="meta"` builds the module without allocating its weights (so
+      without the `max_memory` bound, which otherwise refuses a network whose
+      weights and one sample's activations exceed it, in bytes).
     """
     from .lower import lower
 
-    if weights is not None and device is not None and str(device) == "meta":
+    on_meta = device is not None and str(device) == "meta"
+    if weights is not None and on_meta:
         raise UserError("weights cannot be loaded into a model built on the meta device")
-    graph = compile_graph(spec, **params)
+    graph = compile_graph(spec, max_memory=None if on_meta else max_memory, **params)
     if outputs is None:
         model = lower(graph, seed=seed, device=device)
         if weights is not None:

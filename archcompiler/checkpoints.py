@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from .artifacts import write_file
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -137,15 +137,20 @@ def normalize_state(obj: Any, source: str = "the state_dict") -> dict[str, "torc
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping):
-        raise UserError(f"{source} holds a {type(obj).__name__}, not a state_dict", hint=_STATE_HINT)
+        raise UserError(f"{source} holds {_a(obj)}, not a state_dict", hint=_STATE_HINT)
     if not obj:
         raise UserError(f"{source} holds an empty state_dict", hint=_STATE_HINT)
     if not any(isinstance(v, torch.Tensor) for v in obj.values()):
         names = ", ".join(repr(k) for k in list(obj)[:6]) + (", ..." if len(obj) > 6 else "")
         raise UserError(f"{source} holds no tensors (its keys: {names})", hint=_STATE_HINT)
     for k, v in obj.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise UserError(f"{source}: entry {k!r} is a {type(v).__name__}, not a tensor", hint=_STATE_HINT)
+        if not isinstance(k, str):
+            raise UserError(f"{source}: key {k!r} is {_a(k)}, not a string", hint=_STATE_HINT)
+        if not isinstance(v, torch.Tensor):
+            raise UserError(f"{source}: entry {k!r} is {_a(v)}, not a tensor", hint=_STATE_HINT)
+        if v.layout != torch.strided:  # else copying it into a (dense) parameter fails deep inside torch
+            raise UserError(f"{source}: entry {k!r} is a {str(v.layout).removeprefix('torch.')} tensor, "
+                            "not a dense one", hint="a state_dict holds dense tensors: save tensor.to_dense()")
     if all(k.startswith(DDP_PREFIX) for k in obj):
         return {k[len(DDP_PREFIX):]: v for k, v in obj.items()}
     return dict(obj)
@@ -202,28 +207,16 @@ def save_weights(model: "torch.nn.Module", path: PathLike) -> None:
                     v = v.clone()
                 seen.add(v.untyped_storage().data_ptr())
             plain[k] = v
-
-        def write(tmp: str) -> None:
-            safetensors_torch.save_file(plain, tmp, metadata={"format": "pt"})
+        # Bytes, not save_file: that writes a temporary of its own (mode 0600, unknown to archc's sweep).
+        contents = safetensors_torch.save(plain, metadata={"format": "pt"})
     else:
         if any(v.device.type != "cpu" for v in state.values()):
             state = type(state)((k, v.cpu()) for k, v in state.items())
 
-        def write(tmp: str) -> None:
+        def contents(tmp: str) -> None:
             torch.save(state, tmp)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600); a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, contents)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -237,6 +230,12 @@ def _all_tensors(obj: Mapping) -> bool:
     import torch
 
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _a(obj: Any) -> str:
+    """'an int', 'a list': the type of `obj` with its article, for messages."""
+    name = type(obj).__name__
+    return ("an " if name[0].lower() in "aeiou" else "a ") + name
 
 
 def _model_name(model: Any) -> str:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
-import yaml
 
-from .errors import UserError
+from .artifacts import check_target, write_file, write_files
+from .errors import UserError, shorten
 
 app = typer.Typer(
     name="archc",
@@ -64,25 +62,43 @@ def _user_errors(command: Callable) -> Callable:
 
 def parse_overrides(pairs: Optional[List[str]]) -> dict[str, Any]:
     """`["num_classes=10", "aux_logits=false"]` -> {"num_classes": 10, "aux_logits": False}."""
+    from .errors import SpecError, shown
+    from .source import InvalidYAML, parse_value
+
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set expects KEY=VALUE, got '{pair}'", hint="e.g. --set num_classes=10")
+            raise UserError(f"--set expects KEY=VALUE, got {shown(pair)}", hint="e.g. --set num_classes=10")
+        name = key.strip()
+        # Read as a spec's values are, with the same bounds (digits, depth, tags): yaml.safe_load
+        # would raise on `!!int 1.5`, a 5,000-digit integer or a 100,000-deep `[[[...`.
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
+            value = parse_value(text, "--set") if text.strip() else ""
+        except InvalidYAML:  # not YAML at all (`a: b: c`): the text as it stands
             value = text
+        except SpecError as exc:
+            raise UserError(f"--set {shorten(name)}: {exc.message}", hint=exc.hint) from None
         if isinstance(value, (dict, list)):
-            raise UserError(f"--set {key.strip()}: the value must be a single number, true/false or a word")
-        out[key.strip()] = value
+            raise UserError(f"--set {shorten(name)}: the value must be a single number, true/false or a word")
+        out[name] = value
     return out
 
 
-def _graph(spec: Path, overrides: Optional[List[str]], input_shape: Optional[tuple[int, ...]] = None):
-    from . import compile_graph
+MAX_MEMORY_OPT = typer.Option(
+    None, "--max-memory", metavar="SIZE",
+    help="Refuse a network whose weights plus one batch of activations (fp32) need more than SIZE, "
+    "e.g. --max-memory 32GiB (default 8GiB; units B, KB, MB, GB or KiB, MiB, GiB, TiB).",
+)
 
-    return compile_graph(spec, input_shape=input_shape, **parse_overrides(overrides))
+
+def _graph(spec: Path, overrides: Optional[List[str]], input_shape: Optional[tuple[int, ...]] = None,
+           max_memory: Optional[str] = None):
+    from . import compile_graph
+    from .limits import DEFAULT_MAX_MEMORY, parse_size
+
+    limit = DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
+    return compile_graph(spec, input_shape=input_shape, max_memory=limit, **parse_overrides(overrides))
 
 
 def _depth(text: Optional[str]) -> Optional[int]:
@@ -91,43 +107,10 @@ def _depth(text: Optional[str]) -> Optional[int]:
     try:
         value = int(text)
     except ValueError:
-        raise UserError(f"--depth takes a whole number or 'full', got '{text}'") from None
+        raise UserError(f"--depth takes a whole number or 'full', got '{shorten(text)}'") from None
     if value < 1:
         raise UserError(f"--depth must be at least 1, got {value}")
     return value
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file, so a failure leaves nothing half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir_atomic(target: Path, files: dict[str, bytes]) -> None:
-    """Make `target` hold exactly `files`, swapping in a fully written directory."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _console():
@@ -138,9 +121,10 @@ def _console():
 
 @app.command()
 @_user_errors
-def check(spec: Path = SPEC_ARG, set_: Optional[List[str]] = SET_OPT) -> None:
-    """Validate SPEC and infer every layer's output shape (no torch)."""
-    graph = _graph(spec, set_)
+def check(spec: Path = SPEC_ARG, set_: Optional[List[str]] = SET_OPT,
+          max_memory: Optional[str] = MAX_MEMORY_OPT) -> None:
+    """Validate SPEC, infer every layer's output shape and check that it fits --max-memory (no torch)."""
+    graph = _graph(spec, set_, max_memory=max_memory)
     outs = ", ".join(f"{o.name} {'x'.join(map(str, graph.nodes[o.node].shape))}" for o in graph.outputs.values())
     typer.echo(f"{spec}: ok: {graph.name}, {len(graph.nodes)} layers, {len(graph.scopes)} blocks and groups; "
                f"outputs: {outs}")
@@ -155,8 +139,9 @@ def parse_input(text: Optional[str]) -> Optional[tuple[int, ...]]:
     if text is None:
         return None
     parts = [p.strip() for p in text.replace("x", ",").split(",")]
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"--input expects three positive sizes C,H,W, got '{text}'", hint="e.g. --input 3,224,224")
+    # ASCII digits only (`isdigit` takes '²', which int() refuses), and few enough for a size.
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 18 and int(p) > 0 for p in parts):
+        raise UserError(f"--input expects three positive sizes C,H,W, got '{shorten(text)}'", hint="e.g. --input 3,224,224")
     return tuple(int(p) for p in parts)
 
 
@@ -174,6 +159,7 @@ def summary(
     outputs: Optional[str] = typer.Option(None, "--outputs", help="Summarise the feature extractor returning these "
                                           "layers or blocks (comma-separated), e.g. --outputs layer2,layer3,layer4; "
                                           "each one's channels and stride are listed."),
+    max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Print parameters, MACs, activation memory, receptive field and output shape of every block and layer.
@@ -186,12 +172,12 @@ def summary(
     from .analysis import analyze
 
     if format not in report.FORMATS:
-        raise UserError(f"--format must be one of {', '.join(report.FORMATS)}, got '{format}'")
+        raise UserError(f"--format must be one of {', '.join(report.FORMATS)}, got '{shorten(format)}'")
     if units not in report.UNITS:
-        raise UserError(f"--units must be raw or si, got '{units}'")
+        raise UserError(f"--units must be raw or si, got '{shorten(units)}'")
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
-    graph = _graph(spec, set_, parse_input(input_))
+    graph = _graph(spec, set_, parse_input(input_), max_memory)
     if outputs:
         from .graph import select_outputs
 
@@ -241,6 +227,7 @@ def draw(
                                         "(its first instance), the way the papers draw a module."),
     rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)."),
     input_: Optional[str] = INPUT_OPT,
+    max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Draw SPEC with Graphviz: one box per module, tensor shapes on the edges, colours by op kind.
@@ -255,14 +242,14 @@ def draw(
     if fmt not in FORMATS:
         raise UserError(f"cannot tell the format of '{output}'", hint=f"end the file name in .{', .'.join(FORMATS)}")
     if rankdir not in ("TB", "LR"):
-        raise UserError(f"--rankdir must be TB or LR, got '{rankdir}'")
-    graph = _graph(spec, set_, parse_input(input_))
+        raise UserError(f"--rankdir must be TB or LR, got '{shorten(rankdir)}'")
+    graph = _graph(spec, set_, parse_input(input_), max_memory)
     unknown = [name for name in expand or () if name not in graph.scopes]
     if unknown:
         raise UserError(f"--expand {unknown[0]}: '{graph.name}' has no module of that name",
                         hint="use a dotted name from `archc summary`, e.g. " + next(iter(graph.scopes), "stage"))
     data = render(graph, fmt, _depth(depth), rankdir, expand or (), block)
-    write_atomic(output, data)
+    write_file(output, data)
     typer.echo(f"wrote {output}")
 
 
@@ -294,6 +281,7 @@ def build(
                                            ".safetensors file; a mismatch prints a short report of the keys."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the model's weights (initialised, or loaded "
                                         "with --weights) to this file: .safetensors, or a torch state_dict."),
+    max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Compile SPEC to a torch model, check every runtime shape against the inferred one, write artifacts.
@@ -302,20 +290,30 @@ def build(
     NAME.svg (the diagram; NAME.dot when Graphviz is not installed),
     forward.py (the generated forward, for reading) and what --emit asks
     for.  They are written together: on any error nothing in the directory
-    changes.  --weights loads a checkpoint first; --save writes the weights.
+    changes.  Other files in it are left as they are.  --weights loads a
+    checkpoint first; --save writes the weights.
     """
     from . import report
     from .analysis import analyze
     from .draw import render
+    from .limits import DEFAULT_MAX_MEMORY, check_memory, parse_size
 
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
     for kind in emit or ():
         if kind not in EMIT_FORMATS:
-            raise UserError(f"--emit must be one of {', '.join(EMIT_FORMATS)}, got '{kind}'")
+            raise UserError(f"--emit must be one of {', '.join(EMIT_FORMATS)}, got '{shorten(kind)}'")
+    # A path that cannot be written is refused now, not after the compile (and, for --save, not after
+    # the artifacts are written).
+    if out_dir is not None:
+        check_target(out_dir, directory=True)
+    if save is not None:
+        check_target(save)
     console = _console()
     with console.status("validating and inferring shapes"):
-        graph = _graph(spec, set_)
+        graph = _graph(spec, set_, max_memory=max_memory)
+        # The self-check's batch needs more than the one sample `_graph` checked.
+        check_memory(graph, DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory), batch)
         rep = analyze(graph)
     with console.status(f"building {graph.name} ({rep.total_params:,} parameters)"):
         from .lower import lower, shape_mismatches
@@ -345,7 +343,7 @@ def build(
         with console.status(f"writing {kind}"):
             files[graph.name + EMIT_FORMATS[kind]] = _emitted(model, kind, spec)
     target = out_dir or Path("build") / graph.name
-    replace_dir_atomic(target, files)
+    write_files(target, files)  # only these files; the rest of the directory stays
     if save is not None:
         from .checkpoints import save_weights
 
@@ -364,6 +362,7 @@ def diff_command(
     spec_a: Path = typer.Argument(..., help="The first spec (A).", show_default=False),
     spec_b: Path = typer.Argument(..., help="The second spec (B); deltas are B - A.", show_default=False),
     format: str = typer.Option("table", "--format", "-f", help="table, json or markdown."),
+    max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Compare two networks stage by stage (by feature-map grid): parameters, MACs, output shape and deltas.
@@ -377,8 +376,8 @@ def diff_command(
 
     renderers = {"table": diffing.to_table, "json": diffing.to_json, "markdown": diffing.to_markdown}
     if format not in renderers:
-        raise UserError(f"--format must be one of {', '.join(renderers)}, got '{format}'")
-    result = diffing.diff(_graph(spec_a, set_), _graph(spec_b, set_))
+        raise UserError(f"--format must be one of {', '.join(renderers)}, got '{shorten(format)}'")
+    result = diffing.diff(_graph(spec_a, set_, max_memory=max_memory), _graph(spec_b, set_, max_memory=max_memory))
     _print(renderers[format](result))
 
 

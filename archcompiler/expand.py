@@ -18,13 +18,15 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Optional
 import networkx as nx
 
 from . import expr
-from .errors import Loc, SpecError, did_you_mean
-from .graph import INPUT, Graph, Node, Output, Scope, declared_in_order
+from .errors import Loc, SpecError, did_you_mean, edit_distance, shorten, shown
+from .graph import INPUT, Graph, Node, Output, Scope, declared_in_order, is_module_attribute
 from .ops import OPS, JoinArgs, spec_ops
 from .source import Mapping, Sequence, loc_of
 from .spec import CONTAINER_KEYS, CONTAINER_OPTIONS, META_KEYS, NAME, RESERVED_NAMES, OutputSpec, Spec, validate
 
 MAX_NODES = 100_000  # no real CNN comes near; stops a runaway `repeat`
+# Words that a chain's name must not be a typo of (see `_check_not_a_typo`).
+KEYWORDS = (*CONTAINER_KEYS, *META_KEYS, *sorted({o for opts in CONTAINER_OPTIONS.values() for o in opts}))
 
 
 @dataclass(frozen=True)
@@ -100,18 +102,23 @@ class _Expander:
         where = self.spec.loc("params") if "params" in self.spec.tree else self.spec.tree.loc
         for key, value in overrides.items():
             if key not in params:
-                raise SpecError(f"unknown parameter '{key}' in an override; this spec's parameters: "
+                raise SpecError(f"unknown parameter '{shorten(key)}' in an override; this spec's parameters: "
                                 f"{', '.join(params) or 'none'}", where, hint=did_you_mean(key, params))
             default = params[key]
             if default is not None and not expr.is_expression(default) and not _same_type(default, value):
-                raise SpecError(f"parameter '{key}' has type {type(default).__name__} (default {default!r}), "
-                                f"got {value!r}", self.spec.tree["params"].loc_of(key))
+                raise SpecError(f"parameter '{key}' has type {type(default).__name__} (default {shown(default)}), "
+                                f"got {shown(value)}", self.spec.tree["params"].loc_of(key))
             params[key] = value
         self._check_param_use()
         bound: dict[str, Any] = {}
         for key, value in params.items():  # a default may be computed from earlier parameters
+            loc = self.spec.tree["params"].loc_of(key)
+            try:  # a plain YAML or --set number: refused here, by name, not at some later use
+                expr.check_number(value, f"parameter '{key}'")
+            except expr.ExprError as exc:
+                raise SpecError(str(exc), loc, hint=exc.hint) from None
             if key not in overrides:
-                value = self._eval(value, self.spec.tree["params"].loc_of(key), _Ctx(bound, (), (), _Names()))
+                value = self._eval(value, loc, _Ctx(bound, (), (), _Names()))
             bound[key] = value
         return bound
 
@@ -191,7 +198,7 @@ class _Expander:
     def _dim(self, value: Any, loc: Loc, ctx: _Ctx) -> int:
         value = self._eval(value, loc, ctx)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SpecError(f"input sizes must be positive integers, got {value!r}", loc)
+            raise SpecError(f"input sizes must be positive integers, got {shown(value)}", loc)
         return value
 
     def _group(self, raw: Any, loc: Loc, prefix: str, inp: str, ctx: _Ctx, named: Optional[bool] = None) -> str:
@@ -215,6 +222,7 @@ class _Expander:
                 raise SpecError("an empty sequence", loc, hint="give it at least one layer")
             for key, entry in raw.items():
                 self._check_name(key, raw.key_loc(key))
+                self._check_not_a_typo(key, entry, raw.key_loc(key), raw.loc_of(key))
                 out = self._item(entry, raw.loc_of(key), key, prefix, inp, ctx)
                 inp = inp if out is None else out
             return inp
@@ -354,7 +362,13 @@ class _Expander:
                 if out is not None:  # a branch whose `when:` is false is left out, not passed through
                     outs.append(out)
             if len(outs) < 2:
-                raise SpecError(f"'{kind}' needs at least two branches", item.raw.loc_of(kind))
+                what = "sums its branches" if kind == "add" else "joins its branches along the channels"
+                raise SpecError(f"'{kind}' needs at least two branches: it {what}, and has {len(outs)} here",
+                                item.raw.loc_of(kind),
+                                hint="add a branch 'identity' for the input itself, e.g. {add: {body: ..., skip: "
+                                "identity}}, or use 'residual:'; a single branch is just its layers"
+                                if kind == "add" else "a single branch is just its layers: write them without "
+                                "'concat:'")
             out = self._join(path, kind, outs, options, item, sub)
         else:  # residual: out = act(shortcut + scale * body)
             body_out = self._group(item.value, item.loc, child_prefix, inp, sub, named=None)
@@ -415,6 +429,29 @@ class _Expander:
                             hint="use letters, digits and underscores, not starting with a digit")
         if key in RESERVED_NAMES:
             raise SpecError(f"'{key}' is reserved for the model's input", loc, hint="choose another name")
+        if is_module_attribute(key):
+            raise SpecError(f"a layer cannot be called '{key}': every torch module already has an attribute "
+                            "of that name", loc, hint=f"rename it, e.g. '{key.strip('_')}_'")
+
+    def _check_not_a_typo(self, key: str, entry: Any, key_loc: Loc, loc: Loc) -> None:
+        """Refuse a chain whose name is one typo away from a keyword (`concta:`, `residul:`, `ad:`).
+
+        As written, such a name is legal: it names a plain chain, and archc
+        would build another network than the one meant.  A layer named like
+        an op (`conv: {conv: ...}`) is fine, and so is an explicit `NAME: {seq: ...}`.
+        """
+        if key in KEYWORDS or key in self.kinds or len(key) < 2:
+            return
+        if not (isinstance(entry, Sequence) or (isinstance(entry, Mapping) and "seq" not in entry
+                                                 and self._classify(entry, loc).kind == "seq")):
+            return
+        for word in KEYWORDS:
+            # Short keywords tolerate one slip, long ones two; `se` (squeeze-and-excitation) is a name, not `seq`.
+            if edit_distance(key, word) <= (2 if len(word) >= 7 else 1) and not (word == "seq" and len(key) < 3):
+                what = f"the '{word}' container" if word in CONTAINER_KEYS else f"the '{word}' key"
+                raise SpecError(f"'{key}' looks like a misspelt '{word}'; as written it names a plain chain of "
+                                "layers", key_loc, hint=f"write '{word}:' for {what}, or '{key}: {{seq: ...}}' "
+                                "if a chain of that name is meant")
 
     def _add_node(self, node: Node) -> None:
         if len(self.nodes) >= MAX_NODES:
@@ -430,7 +467,7 @@ class _Expander:
             return True
         value = self._eval(item.meta["when"], item.raw.loc_of("when"), ctx)
         if not isinstance(value, bool):
-            raise SpecError(f"'when' must be true or false, got {value!r}", item.raw.loc_of("when"))
+            raise SpecError(f"'when' must be true or false, got {shown(value)}", item.raw.loc_of("when"))
         return value
 
     def _repeat(self, item: _Item, ctx: _Ctx) -> int:
@@ -439,7 +476,7 @@ class _Expander:
         loc = item.raw.loc_of("repeat")
         value = self._eval(item.meta["repeat"], loc, ctx)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-            raise SpecError(f"'repeat' must be a whole number from 1 to 10000, got {value!r}", loc)
+            raise SpecError(f"'repeat' must be a whole number from 1 to 10000, got {shown(value)}", loc)
         return value
 
     def _input(self, item: _Item, inp: str, ctx: _Ctx) -> str:
@@ -468,6 +505,13 @@ class _Expander:
             return all(k in allowed or not isinstance(raw[k], (Mapping, Sequence)) for k in others)
         return False
 
+    def _is_layer(self, value: Any) -> bool:
+        """Whether `value` can stand where a layer does: an item, a list, or a mapping of named layers."""
+        if self._is_item(value) or isinstance(value, Sequence):
+            return True
+        return isinstance(value, Mapping) and bool(value) and all(
+            self._is_item(v) or isinstance(v, (Mapping, Sequence)) for v in value.values())
+
     def _kind_keys(self, raw: Mapping) -> list[str]:
         """The op, block or container keys of a mapping (a container's options, like `scale`, are not)."""
         kinds = [k for k in raw if k in self.kinds]
@@ -487,8 +531,12 @@ class _Expander:
         if isinstance(raw, Sequence):
             return _Item("seq", raw, {}, loc, _located({"seq": raw}, loc))
         if not isinstance(raw, Mapping) or not raw:
-            raise SpecError(f"expected a layer (e.g. {{conv: {{out: 64, k: 3}}}}), got {raw!r}", loc)
+            raise SpecError(f"expected a layer (e.g. {{conv: {{out: 64, k: 3}}}}), got {shown(raw)}", loc)
         kinds = self._kind_keys(raw)
+        if len(kinds) >= 2 and not all(self._is_layer(raw[k]) for k in kinds):
+            # `{rbf: {out: 3}, scale: 2}`: op arguments, not a chain of layers named like ops.
+            raise SpecError(f"one item holds two ops, '{kinds[0]}' and '{kinds[1]}'", raw.key_loc(kinds[1]),
+                            hint=f"give each op its own item: - {{{kinds[0]}: ...}} then - {{{kinds[1]}: ...}}")
         if self._is_item(raw):
             kind = kinds[0]
             allowed = set(META_KEYS) | set(CONTAINER_OPTIONS.get(kind, ()))

@@ -5,15 +5,35 @@ small expression over parameters: numbers, `+ - * / // %`, unary minus,
 comparisons, `and` / `or` / `not` and `a if cond else b`.  Anything else
 (calls, attributes, subscripts) is refused.  Expressions are parsed with
 `ast` and walked by `evaluate`; nothing is ever passed to `eval`.
+
+Nothing a spec writes can crash or hang the evaluator: the text's length, the
+tree's depth and every number's magnitude are bounded (the limits below), and
+any failure is an `ExprError`.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import math
 import operator
 import re
 from typing import Any, Callable, Mapping
+
+from .errors import shorten, shown
+
+# The longest expression in specs/ has 21 characters.  1,000 leaves room for any
+# hand-written one, and refuses a megabyte of `1+1+...` before ast.parse sees it.
+MAX_EXPR_CHARS = 1_000
+# Levels of the syntax tree, leaves included: `${a * 2 + b}` has 4, and so has the
+# deepest in specs/ and docs/.  50 keeps the evaluator's recursion (two frames a
+# level) and ast.unparse far from Python's stack limit.
+MAX_DEPTH = 50
+# Every number the evaluator takes in or produces, int or float.  No layer width,
+# kernel, stride or count comes near 2**63 (torch sizes are int64), and with both
+# operands bounded a product stays under 2**126: a chain of squarings is refused at
+# its first step past the bound instead of building numbers with millions of digits.
+MAX_MAGNITUDE = 2**63
 
 _NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -73,11 +93,11 @@ def names_in(text: str) -> frozenset[str]:
     for parent in ast.walk(tree):
         for child in ast.iter_child_nodes(parent):
             if isinstance(child, (ast.operator, ast.unaryop, ast.cmpop)) and type(child) not in {**_BINARY, **_UNARY, **_COMPARE}:
-                raise ExprError(f"operator in '{ast.unparse(parent)}' is not allowed", hint=_ALLOWED_HINT)
+                raise ExprError(f"operator in '{_text(parent)}' is not allowed", hint=_ALLOWED_HINT)
             if not isinstance(child, _ALLOWED_NODES):
-                raise ExprError(f"'{ast.unparse(child)}' is not allowed in an expression", hint=_ALLOWED_HINT)
+                raise ExprError(f"'{_text(child)}' is not allowed in an expression", hint=_ALLOWED_HINT)
             if isinstance(child, ast.Constant) and not _allowed_constant(child.value):
-                raise ExprError(f"constant {child.value!r} is not allowed in an expression", hint=_ALLOWED_HINT)
+                raise ExprError(f"constant {shown(child.value)} is not allowed in an expression", hint=_ALLOWED_HINT)
     return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
 
 
@@ -88,19 +108,46 @@ _ALLOWED_NODES = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.IfExp, as
 
 def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
     """The value of expression `text` with parameters from `scope`."""
-    return _Evaluator(scope).visit(_parse(text).body)
+    tree = _parse(text)
+    try:
+        return _Evaluator(scope).visit(tree.body)
+    except (RecursionError, MemoryError):  # last line: the depth is bounded, but the caller's stack may be deep
+        raise ExprError("expression too complex to evaluate", hint=_SPLIT_HINT) from None
+
+
+def check_number(value: Any, what: str) -> None:
+    """Refuse a number that is not finite or over `MAX_MAGNITUDE`; `what` names it in the message."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExprError(f"{what} is not a finite number ({value})")
+    if isinstance(value, (int, float)) and abs(value) > MAX_MAGNITUDE:
+        raise ExprError(f"number too large: {what} is over 2**{MAX_MAGNITUDE.bit_length() - 1} in magnitude",
+                        hint="no layer size comes near that; check the values it is computed from")
+
+
+_SPLIT_HINT = "split it into parameters computed one from another"
 
 
 @functools.lru_cache(maxsize=4096)  # specs repeat the same few expressions many times
 def _parse(text: str) -> ast.Expression:
     """The syntax tree of expression `text` (`$name` or `${...}`)."""
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"expression too long ({len(text)} characters, at most {MAX_EXPR_CHARS})", hint=_SPLIT_HINT)
     source = source_of(text)
     if not source.strip():
         raise ExprError("empty expression")
     try:
-        return ast.parse(source.strip(), mode="eval")
+        tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"cannot parse expression '{source.strip()}': {exc.msg}") from None
+    except (RecursionError, MemoryError):  # last line: CPython's parser recurses about once a character
+        raise ExprError("expression too complex to parse", hint=_SPLIT_HINT) from None
+    stack = [(tree.body, 1)]  # iteratively: walking a deep tree recursively is what is being prevented
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ExprError(f"expression nested too deeply (more than {MAX_DEPTH} levels)", hint=_SPLIT_HINT)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
 
 
 def _allowed_constant(value: Any) -> bool:
@@ -115,53 +162,55 @@ class _Evaluator:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise ExprError(
-                f"'{ast.unparse(node)}' is not allowed in an expression",
+                f"'{_text(node)}' is not allowed in an expression",
                 hint="only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else",
             )
         return method(node)
 
     def _Constant(self, node: ast.Constant) -> Any:
         if _allowed_constant(node.value):
-            return node.value
-        raise ExprError(f"constant {node.value!r} is not allowed in an expression")
+            return _bounded(node, node.value)
+        raise ExprError(f"constant {shown(node.value)} is not allowed in an expression")
 
     def _Name(self, node: ast.Name) -> Any:
-        if node.id in self.scope:
-            return self.scope[node.id]
+        if node.id in self.scope:  # a block argument may be a plain YAML number, never checked before
+            return _bounded(node, self.scope[node.id])
         raise ExprError(f"unknown parameter '{node.id}'", name=node.id)
 
     def _BinOp(self, node: ast.BinOp) -> Any:
         op = _BINARY.get(type(node.op))
         if op is None:
-            raise ExprError(f"operator in '{ast.unparse(node)}' is not allowed", hint="use + - * / // %")
+            raise ExprError(f"operator in '{_text(node)}' is not allowed", hint="use + - * / // %")
         left, right = self.visit(node.left), self.visit(node.right)
         _check_numbers(node, left, right)
-        try:
-            return op(left, right)
+        try:  # cheap: both operands are within MAX_MAGNITUDE
+            return _bounded(node, op(left, right))
         except ZeroDivisionError:
-            raise ExprError(f"division by zero in '{ast.unparse(node)}'") from None
+            raise ExprError(f"division by zero in '{_text(node)}'") from None
+        except OverflowError:  # int / int to float; out of reach while MAX_MAGNITUDE is far below 1e308
+            raise ExprError(f"number too large in '{_text(node)}'") from None
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Any:
         op = _UNARY.get(type(node.op))
         if op is None:
-            raise ExprError(f"operator in '{ast.unparse(node)}' is not allowed")
+            raise ExprError(f"operator in '{_text(node)}' is not allowed")
         value = self.visit(node.operand)
         if not isinstance(node.op, ast.Not):
             _check_numbers(node, value)
-        return op(value)
+        return _bounded(node, op(value))
 
     def _Compare(self, node: ast.Compare) -> bool:
         left = self.visit(node.left)
         for op_node, right_node in zip(node.ops, node.comparators):
             op = _COMPARE.get(type(op_node))
             if op is None:
-                raise ExprError(f"comparison in '{ast.unparse(node)}' is not allowed")
+                raise ExprError(f"comparison in '{_text(node)}' is not allowed")
             right = self.visit(right_node)
             try:
                 if not op(left, right):
                     return False
             except TypeError:
-                raise ExprError(f"cannot compare {left!r} and {right!r} in '{ast.unparse(node)}'") from None
+                raise ExprError(f"cannot compare {shown(left)} and {shown(right)} in '{_text(node)}'") from None
             left = right
         return True
 
@@ -178,7 +227,17 @@ class _Evaluator:
         return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
 
 
+def _bounded(node: ast.AST, value: Any) -> Any:
+    check_number(value, f"'{_text(node)}'")
+    return value
+
+
+def _text(node: ast.AST) -> str:
+    """An expression's text as a message quotes it: cut at about 100 characters."""
+    return shorten(ast.unparse(node))
+
+
 def _check_numbers(node: ast.AST, *values: Any) -> None:
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ExprError(f"'{ast.unparse(node)}' needs numbers, got {value!r}")
+            raise ExprError(f"'{_text(node)}' needs numbers, got {shown(value)}")

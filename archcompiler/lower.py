@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UserError
 from .graph import INPUT, Graph, attribute_ref
 from .graph import class_name as python_class_name
 from .ops import OPS, Lowered
@@ -51,6 +52,8 @@ class CompiledModel(nn.Module):
 
 def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
     """Build the module tree of `graph` (weights drawn from `seed`) and its forward."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise UserError(f"the seed must be a whole number from 0 to 2**64 - 1 (torch's range), got {str(seed)[:40]}")
     device_ctx = torch.device(device) if device is not None else nullcontext()
     lowered: dict[str, Lowered] = {}
     with torch.random.fork_rng(devices=[]), device_ctx:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
@@ -33,9 +33,15 @@ Pair = Union[StrictInt, tuple[StrictInt, StrictInt]]
 
 
 class Args(BaseModel):
-    """Base of every op's arguments: unknown keys are errors, values are frozen."""
+    """Base of every op's arguments: unknown keys are errors, values are frozen and finite.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A nan or inf argument (`factor: .nan`) would reach the generated code as a
+    bare `nan`; no layer means it, so validation refuses it with a location.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # torch's names for this op's arguments, for the hint on an unknown key: {"kernel_size": "k"}.
+    torch_names: ClassVar[dict[str, str]] = {}
 
 
 ACTIVATIONS: dict[str, tuple[str, str]] = {
@@ -72,6 +78,8 @@ def _norm_shorthand(value: Any) -> Any:
 
 
 class ConvArgs(Args):
+    torch_names: ClassVar[dict[str, str]] = {"out_channels": "out", "kernel_size": "k", "stride": "s",
+                                             "padding": "pad"}
     out: StrictInt = Field(gt=0)
     k: Pair
     s: Pair = 1
@@ -88,6 +96,8 @@ class ConvArgs(Args):
 
 
 class PoolArgs(Args):
+    torch_names: ClassVar[dict[str, str]] = {"kernel_size": "k", "stride": "s", "padding": "pad",
+                                             "ceil_mode": "ceil"}
     k: Pair
     s: Optional[Pair] = None  # default: the kernel size, as in PyTorch
     pad: Pair = 0
@@ -99,6 +109,7 @@ class AvgPoolArgs(PoolArgs):
 
 
 class AdaptivePoolArgs(Args):
+    torch_names: ClassVar[dict[str, str]] = {"output_size": "size"}
     size: Pair
 
 
@@ -107,12 +118,14 @@ class NoArgs(Args):
 
 
 class LinearArgs(Args):
+    torch_names: ClassVar[dict[str, str]] = {"out_features": "out"}
     out: StrictInt = Field(gt=0)
     bias: StrictBool = True
     act: ActName = None
 
 
 class SubsampleArgs(Args):
+    torch_names: ClassVar[dict[str, str]] = {"kernel_size": "k", "stride": "s"}
     k: Pair = 2
     s: Optional[Pair] = None  # default: the kernel size
     act: ActName = None

@@ -16,7 +16,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from .errors import Loc, SpecError, did_you_mean
+from .errors import Loc, SpecError, did_you_mean, shown
+from .graph import is_module_attribute
 from .source import Mapping, Sequence, load_text, locate, parse_yaml
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -99,8 +100,8 @@ class Spec:
 
 def load_spec(path: str | Path) -> Spec:
     """Read, parse and validate the spec at `path`."""
-    shown, text = load_text(path)
-    return parse_spec(text, shown)
+    name, text = load_text(path)
+    return parse_spec(text, name)
 
 
 def parse_spec(text: str, path: str = "<spec>") -> Spec:
@@ -110,7 +111,7 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     for key in ("params", "blocks", "defaults"):
         for name in tree.get(key) or {}:
             if not NAME.match(name):
-                raise SpecError(f"'{name}' is not a valid name in '{key}'", tree[key].key_loc(name),
+                raise SpecError(f"{shown(name)} is not a valid name in '{key}'", tree[key].key_loc(name),
                                 hint="use letters, digits and underscores, not starting with a digit")
     from .ops import OPS
 
@@ -118,6 +119,9 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if name in OPS or name in CONTAINER_KEYS or name in META_KEYS:
             raise SpecError(f"block name '{name}' is taken by the built-in '{name}'", tree["blocks"].key_loc(name),
                             hint="give the block another name")
+        if is_module_attribute(name):  # a block used without a layer name gives its name to the module path
+            raise SpecError(f"a block cannot be called '{name}': every torch module already has an attribute "
+                            "of that name", tree["blocks"].key_loc(name), hint="give the block another name")
     blocks = {name: _block(name, tree["blocks"], spec) for name, spec in header.blocks.items()}
     return Spec(
         path=path, tree=tree, name=header.name, title=header.title, paper=header.paper,
@@ -151,7 +155,7 @@ def _block(name: str, blocks: Mapping, spec: BlockSpec) -> Block:
         param_locs = {p: raw["params"].loc_of(i) for i, p in enumerate(params)} if "params" in raw else {}
     for p in params:
         if not NAME.match(p):
-            raise SpecError(f"'{p}' is not a valid parameter name", param_locs.get(p, raw.loc))
+            raise SpecError(f"{shown(p)} is not a valid parameter name", param_locs.get(p, raw.loc))
     if len(set(params)) != len(params):
         raise SpecError(f"block '{name}' lists a parameter twice", raw.loc_of("params"))
     return Block(name, params, param_defaults, raw.get("defaults") or _empty(raw), item, raw.loc, param_locs)
@@ -171,8 +175,11 @@ def validate(model: type[BaseModel], data: Any, tree: Any, what: str, loc: Optio
 
 def spec_error(exc: ValidationError, model: type[BaseModel], tree: Any, what: str, loc: Optional[Loc]) -> SpecError:
     errors = exc.errors()
-    # A union reports one error per member; the member that got furthest into the value says what is wrong.
-    err = max(errors, key=lambda e: len(e["loc"])) if len(errors) > 1 else errors[0]
+    # A key the user wrote that does not exist says most: `kernel_size:` explains the missing `k`,
+    # and a misspelt `inptu:` the missing `input`.  Otherwise, a union reports one error per
+    # member, and the member that got furthest into the value says what is wrong.
+    extras = [e for e in errors if e["type"] == "extra_forbidden"]
+    err = extras[0] if extras else max(errors, key=lambda e: len(e["loc"]))
     path = tuple(err["loc"])
     fallback = loc or getattr(tree, "loc", None) or Loc("<spec>", 1, 1)
     field = path[0] if path else None
@@ -183,8 +190,9 @@ def spec_error(exc: ValidationError, model: type[BaseModel], tree: Any, what: st
         container = _at(tree, path[:-1])
         where = container.key_loc(key) if isinstance(container, Mapping) else parent
         fields = _fields_at(model, path[:-1])
-        return SpecError(f"unknown key '{key}' in {what}", where,
-                         hint=did_you_mean(key, fields) or (f"valid keys: {', '.join(fields)}" if fields else None))
+        hint = _torch_name_hint(model, path[:-1], key) or did_you_mean(key, fields)
+        return SpecError(f"unknown key {shown(key)} in {what}", where,
+                         hint=hint or (f"valid keys: {', '.join(fields)}" if fields else None))
     if err["type"] == "missing":
         return SpecError(f"{what} needs '{'.'.join(map(str, path))}'", locate(tree, path[:-1], fallback))
     # Union members add their type name to the path; the user's key is what matters.
@@ -194,9 +202,9 @@ def spec_error(exc: ValidationError, model: type[BaseModel], tree: Any, what: st
     if err["type"] in ("literal_error",) and "expected" in err.get("ctx", {}):
         message = f"expected one of {err['ctx']['expected']}"
     got = err.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
+    echo = f" (got {shown(got)})" if not isinstance(got, (dict, list)) and got is not None else ""
     label = ".".join(str(k) for k in keys) or str(field)
-    return SpecError(f"{what}: '{label}': {message}{shown}", where)
+    return SpecError(f"{what}: {shown(label)}: {message}{echo}", where)
 
 
 def _at(tree: Any, path: tuple) -> Any:
@@ -226,6 +234,16 @@ def _all_field_names(model: type[BaseModel]) -> set[str]:
                 if sub not in stack:
                     stack.append(sub)
     return names
+
+
+def _torch_name_hint(model: type[BaseModel], path: tuple, key: str) -> Optional[str]:
+    """"did you mean 'k'?" for `kernel_size`: the argument models list torch's names for their keys."""
+    current: Optional[type[BaseModel]] = model
+    for step in path:
+        subs = _models_in(current.model_fields[step].annotation) if current and step in current.model_fields else []
+        current = subs[0] if subs else None
+    ours = getattr(current, "torch_names", {}).get(key)
+    return f"did you mean '{ours}'? It is archc's name for torch's '{key}'" if ours else None
 
 
 def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import archcompiler  # noqa: E402
-from archcompiler.cli import write_atomic  # noqa: E402
+from archcompiler.artifacts import write_file  # noqa: E402
 from archcompiler.draw import render  # noqa: E402
 
 # The module each Inception network is known for, drawn the way its paper draws it.
@@ -56,16 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         graph = archcompiler.compile_graph(spec)
         print(f"[{number}/{len(specs)}] {spec.stem}", file=sys.stderr)
         overview = pictures / f"{spec.stem}.{args.format}"
-        write_atomic(overview, render(graph, args.format))
+        write_file(overview, render(graph, args.format))
         lines += [f"## {graph.title or graph.name}", "", f"`specs/{spec.name}`: {graph.paper}", "",
                   f"![{spec.stem}](gallery/{overview.name})", ""]
         if spec.stem in BLOCK_FIGURES:
             block, caption = BLOCK_FIGURES[spec.stem]
             figure = pictures / f"{spec.stem}.{block}.{args.format}"
-            write_atomic(figure, render(graph, args.format, block=block))
+            write_file(figure, render(graph, args.format, block=block))
             lines += [f"`archc draw specs/{spec.name} --block {block}`: {caption}.", "",
                       f"![{spec.stem} {block}](gallery/{figure.name})", ""]
-    write_atomic(args.out / "gallery.md", "\n".join(lines).encode())
+    write_file(args.out / "gallery.md", "\n".join(lines).encode())
     print(f"wrote {args.out / 'gallery.md'} and {len(list(pictures.iterdir()))} pictures in {pictures}", file=sys.stderr)
     return 0
 

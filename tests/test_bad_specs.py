@@ -31,20 +31,24 @@ ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "bad_specs"
 FILES = sorted(p for p in FIXTURES.iterdir() if p.is_file())
 NO_COMMENT = {"empty.yaml": (1, 1, "the spec is empty")}
-EXPECT = re.compile(rb"# expect: (\d+):(\d+) (.+)")
+EXPECT = re.compile(r"# expect: (\d+):(\d+) (.+)")
 
 
 def rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
+def lines(path: Path) -> list[str]:
+    """The file's lines, broken as YAML (and so archc) breaks them: CR LF, CR, LF, NEL, U+2028, U+2029."""
+    return source.LINE_BREAK.split(path.read_bytes().decode("utf-8", errors="replace"))
+
+
 def expectation(path: Path) -> tuple[int, int, str]:
     if path.name in NO_COMMENT:
         return NO_COMMENT[path.name]
-    first = path.read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
-    m = EXPECT.fullmatch(first)
+    m = EXPECT.fullmatch(lines(path)[0])
     assert m, f"{path.name}: the first line must be '# expect: LINE:COL MESSAGE'"
-    return int(m[1]), int(m[2]), m[3].decode("utf-8")
+    return int(m[1]), int(m[2]), m[3]
 
 
 def archc(*args: str) -> subprocess.CompletedProcess:
@@ -69,10 +73,10 @@ def test_there_are_enough_bad_specs():
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_expectation_points_into_the_file(path):
     line, col, message = expectation(path)
-    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n") or [""]
+    text = lines(path)
     assert message.strip()
-    assert 1 <= line <= max(len(lines), 1), f"line {line} is past the end of {path.name}"
-    assert 1 <= col <= len(lines[line - 1]) + 1, f"column {col} is past the end of line {line}"
+    assert 1 <= line <= max(len(text), 1), f"line {line} is past the end of {path.name}"
+    assert 1 <= col <= len(text[line - 1]) + 1, f"column {col} is past the end of line {line}"
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])

@@ -131,12 +131,12 @@ def test_build_of_a_bad_spec_leaves_nothing_behind(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
 
-def test_build_replaces_an_existing_directory_whole(tmp_path):
+def test_build_into_an_existing_directory_keeps_other_files(tmp_path):
     out = tmp_path / "gn"
     out.mkdir()
     (out / "stale.txt").write_text("old")
     assert archc("build", SPEC, "-o", str(out), "--set", "aux_logits=false").returncode == 0
-    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
+    assert (out / "stale.txt").read_text() == "old" and (out / "summary.json").exists()
 
 
 @needs_dot
@@ -280,3 +280,10 @@ def test_build_summary_and_draw_succeed_on_every_spec(spec, tmp_path):
     drawn = runner.invoke(app, ["draw", str(spec), "-o", str(tmp_path / "net.svg")])
     assert drawn.exit_code == 0, drawn.output
     assert (tmp_path / "net.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+@pytest.mark.parametrize("value", ["1,²,32", "1," + "9" * 5000 + ",32", "1,0,32", "3,224"])
+def test_input_option_refuses_what_is_not_a_size_in_one_line(value):
+    r = archc("summary", "specs/lenet5.yaml", "--input", value)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: --input expects three positive sizes C,H,W") and len(r.stderr) < 300

@@ -741,3 +741,35 @@ def test_instances_with_equal_arguments_share_them_and_equal_but_differently_typ
     # 1 == True, but `bias` must be a boolean: the second instance is validated on its own.
     err = error("- {unit: [3, true]}\n- {unit: [3, 1]}", blocks=blocks, outputs="o: '1'")
     assert "bias" in err.message and "1.0" in err.message and (err.line, err.column) == (7, 40)  # at `$b`
+
+
+# -- names that look like keywords ---------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    "se: [{conv: {out: 3, k: 1}}, relu]",                           # squeeze-and-excitation, not a typo of 'seq'
+    "concta: {seq: [{conv: {out: 3, k: 1}}]}",                      # an explicit chain may have any name
+    "ad: {conv: {out: 3, k: 1}}",                                    # a layer (not a chain) called 'ad'
+    "conv: {conv: {out: 3, k: 1}}\nrelu: relu",                      # layers named like ops, as timm names them
+    "stage: [{conv: {out: 3, k: 1}}]\nshortcut: [{conv: {out: 3, k: 1}}]",  # two edits from 'scale'; a keyword itself
+])
+def test_names_that_are_not_typos_stay_legal(body):
+    graph(body)
+
+
+@pytest.mark.parametrize("body, word", [
+    ("concta: {b1: " + C1 + ", b2: " + C1 + "}", "concat"),
+    ("residul: [" + C1 + "]", "residual"),
+    ("ad: {a: " + C1 + ", b: " + C1 + "}", "add"),
+    ("sqe: [" + C1 + "]", "seq"),
+    ("shortcu: [" + C1 + "]", "shortcut"),
+])
+def test_a_chain_named_one_typo_from_a_keyword_is_an_error(body, word):
+    err = error(body)
+    assert f"looks like a misspelt '{word}'" in err.message
+    assert (err.line, err.column) == (5, 3)
+
+
+def test_two_ops_in_one_item_say_so():
+    err = error("- {linear: {out: 4}, dropout: {p: 0.5}}", input=(8,))
+    assert err.message == "one item holds two ops, 'linear' and 'dropout'"

@@ -1,0 +1,45 @@
+"""graph: the names a layer cannot take, because every torch module already has them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch.nn as nn
+
+import archcompiler
+from archcompiler import SpecError
+from archcompiler.graph import MODULE_ATTRIBUTES, is_module_attribute
+
+from conftest import make_spec
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_the_list_covers_every_attribute_of_torch_modules_and_the_compiled_model():
+    model = archcompiler.build(ROOT / "specs" / "lenet5.yaml")
+    for obj in (nn.Module(), model):
+        missing = {n for n in dir(obj) if not is_module_attribute(n)}
+        # The compiled model's own submodules are attributes too, but they are the spec's layers.
+        missing -= set(model._modules) if obj is model else set()
+        assert not missing, f"add these to graph.MODULE_ATTRIBUTES: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULE_ATTRIBUTES if n.isidentifier()))
+def test_a_layer_named_like_a_module_attribute_is_refused_at_its_name(name):
+    with pytest.raises(SpecError) as info:
+        archcompiler.compile_graph(make_spec(f"mixed:\n  seq:\n    {name}: {{conv: {{out: 3, k: 1}}}}"))
+    assert info.value.message.startswith(f"a layer cannot be called '{name}'")
+    assert (info.value.line, info.value.column) == (7, 7)
+
+
+def test_dunder_names_are_refused_and_ordinary_names_are_not():
+    assert is_module_attribute("__init__") and is_module_attribute("__weird__")
+    assert not any(map(is_module_attribute, ["conv", "fc", "features", "layer1", "head", "_x", "add"]))
+
+
+def test_each_refused_name_would_really_break_the_build():
+    # Not a guess: torch itself refuses a submodule of each such name.
+    for name in ("forward", "training", "to", "state_dict", "_modules"):
+        with pytest.raises(KeyError):
+            nn.Module().add_module(name, nn.Identity())
