@@ -1,18 +1,24 @@
 """archc: a declarative architecture-spec compiler for convolutional networks.
 
-The pipeline, one module per stage (see docs/ and DESIGN):
+The pipeline, one module per stage (docs/architecture.md is the map):
 
-    spec.load_spec ─▶ expand.expand ─▶ shapes.infer_shapes ─┬─ analysis.analyze ─▶ Report ─▶ report (table, json, csv, md)
-      (YAML, pydantic)  (blocks, params)   (static shapes)   │                               paper (the papers' table form)
-                                                             ├─ diff.diff (two graphs, per stage)
-                                                             ├─ draw.diagram ────▶ graphviz
-                                                             ├─ emit.emit_python ─▶ standalone PyTorch source
-                                                             └─ lower.lower ─────▶ torch.nn.Module ─▶ export (onnx, torchscript,
-                                                                                        │                torch.export)
-                                                                  checkpoints (load, save) ┘   training (aux-head loss)
+    spec.load_spec ─▶ expand.expand ─────────────────────────▶ shapes.infer_shapes ─▶ limits.check_memory ─┐
+      (source: YAML;   (params: bind, items: parse, expand:      (static shapes)        (fits the machine)  │
+       pydantic)        blocks/repeats, wiring: refs, DAG)                                                   │
+      ┌──────────────────────────────────────────────────────────────────────────────────────────────────┘
+      ├─ analysis.analyze ─▶ Report ─▶ report (table, json, csv, md), paper (the papers' table form)
+      ├─ diff.diff (two graphs, per stage)
+      ├─ draw.diagram ─▶ graphviz
+      ├─ emit.emit_python ─▶ standalone PyTorch source  ┐ codegen: one op description, built or printed;
+      └─ lower.lower ─▶ torch.nn.Module                 ┘ one forward writer
+                          └─▶ export (onnx, torchscript, torch.export), checkpoints (load, save), training
+
+Every op is one `OpDef` in the registry (`ops/`), which every stage consults.
 
 `graph.select_outputs` cuts a graph down to named feature maps.  Only
 `lower`, `export`, `checkpoints` and `training` import torch, and only when used.
+`plugins.register_op` adds a user's op to the registry (`ops.OPS`), and
+`plugins.load_plugins` imports the plugin modules that call it (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .errors import SpecError, UserError
 from .expand import expand
 from .graph import Graph, select_outputs
 from .limits import DEFAULT_MAX_MEMORY, check_memory
+from .plugins import PluginError, load_plugins, register_op
 from .shapes import infer_shapes
 from .spec import Spec, load_spec
 
@@ -34,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["SpecError", "UserError", "WeightsError", "Spec", "Graph", "Report", "load_spec", "compile_graph",
-           "summary", "build", "load_weights", "save_weights"]
+           "summary", "build", "load_weights", "save_weights", "register_op", "load_plugins", "PluginError"]
 __version__ = "0.1.0"
 
 SpecLike = Union[Spec, str, Path]
@@ -52,10 +59,10 @@ def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = No
     """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    graph = expand(spec, **params)
+    expanded = expand(spec, **params)
     if input_shape is not None:
-        graph = replace(graph, input_shape=tuple(input_shape))
-    graph = infer_shapes(graph)
+        expanded = replace(expanded, input_shape=tuple(input_shape))
+    graph = infer_shapes(expanded)
     if max_memory is not None:
         check_memory(graph, max_memory)
     return select_outputs(graph, outputs) if outputs is not None else graph

@@ -7,7 +7,8 @@ number:
 
 - params: trainable parameters; buffers: elements of non-trainable state
   (BatchNorm running statistics and its step counter, fixed RBF prototypes).
-- macs: multiply-accumulates of conv, linear and rbf layers only (the unit of
+- macs: multiply-accumulates of the ops that have a MACs rule only (`ops.counted_ops()`:
+  conv, linear and rbf among the built-ins; the unit of
   the GoogLeNet paper's "ops" and of fvcore's "flops"); bias additions,
   BatchNorm, pooling, subsampling, activations and adds are not MACs.
 - activations: elements of each layer's output; activation memory is that
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .graph import INPUT, Graph
-from .ops import OPS, Shape
+from .ops import OPS, Shape, counting_convention
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Report:
             "batch": self.batch,
             "outputs": {k: list(v) for k, v in self.outputs.items()},
             "output_strides": {k: list(v) for k, v in self.output_strides.items()},
-            "conventions": CONVENTIONS,
+            "conventions": conventions(),
             "nodes": [
                 {
                     "name": r.name, "kind": r.kind, "op": r.op, "label": r.label, "depth": r.depth,
@@ -113,12 +114,21 @@ class Report:
         }
 
 
-CONVENTIONS = (
-    "MACs: multiply-accumulates of conv, linear and rbf layers (fvcore's 'flops'; BatchNorm, pooling, "
-    "activations and adds count 0); total MACs: eval mode; params: trainable; buffers: BatchNorm "
-    "statistics, fixed prototypes; activation memory: every eval-mode layer output at fp32; "
-    "RF: receptive field in input pixels (padding ignored), jump: its stride"
-)
+def conventions() -> str:
+    """The counting conventions every summary states; which ops MACs count comes from the registry."""
+    return (
+        f"MACs: multiply-accumulates of {counting_convention()} layers (fvcore's 'flops'; BatchNorm, pooling, "
+        "activations and adds count 0); total MACs: eval mode; params: trainable; buffers: BatchNorm "
+        "statistics, fixed prototypes; activation memory: every eval-mode layer output at fp32; "
+        "RF: receptive field in input pixels (padding ignored), jump: its stride"
+    )
+
+
+def __getattr__(name: str) -> str:
+    # `CONVENTIONS`, computed when asked for, so it names the ops registered by then (plugins too).
+    if name == "CONVENTIONS":
+        return conventions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def analyze(graph: Graph, batch: int = 1) -> Report:

@@ -60,6 +60,22 @@ def _user_errors(command: Callable) -> Callable:
     return wrapper
 
 
+@app.callback()
+@_user_errors
+def _load_plugins(
+    plugin: Optional[List[str]] = typer.Option(
+        None, "--plugin", metavar="MODULE",
+        help="Import this plugin module (one that registers its own ops, see docs/extending.md) before the "
+        "command runs; repeatable. Installed plugins (entry points in 'archc.ops') and the modules named in "
+        "ARCHC_PLUGINS (comma-separated) are loaded too.",
+    ),
+) -> None:
+    """Compile declarative YAML specs of convolutional networks."""
+    from .plugins import load_plugins
+
+    load_plugins(plugin or ())
+
+
 def parse_overrides(pairs: Optional[List[str]]) -> dict[str, Any]:
     """`["num_classes=10", "aux_logits=false"]` -> {"num_classes": 10, "aux_logits": False}."""
     from .errors import SpecError, shown
@@ -145,12 +161,22 @@ def parse_input(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(int(p) for p in parts)
 
 
+def _counting_doc(command: Callable) -> Callable:
+    """Fill `{counted}` in a command's help with the ops MACs count, from the registry."""
+    from .ops import counting_convention
+
+    command.__doc__ = (command.__doc__ or "").replace("{counted}", counting_convention())
+    return command
+
+
 @app.command()
 @_user_errors
+@_counting_doc
 def summary(
     spec: Path = SPEC_ARG,
     format: str = typer.Option("table", "--format", "-f", help="table, json, csv or markdown."),
-    depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Fold rows nested deeper than N into their block's row (default: show all)."),
+    depth: Optional[str] = typer.Option(None, "--depth", "-d",
+                                        help="Fold rows nested deeper than N into their block's row (default: show all)."),
     units: str = typer.Option("raw", "--units", help="raw (exact integers) or si (13.0M, 1.50G, 52.0 MB)."),
     input_: Optional[str] = INPUT_OPT,
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size: scales MACs and activation memory."),
@@ -164,8 +190,8 @@ def summary(
 ) -> None:
     """Print parameters, MACs, activation memory, receptive field and output shape of every block and layer.
 
-    Static (no torch, no forward pass). MACs are multiply-accumulates of conv,
-    linear and rbf layers, the quantity fvcore calls flops; BatchNorm,
+    Static (no torch, no forward pass). MACs are multiply-accumulates of
+    {counted} layers, the quantity fvcore calls flops; BatchNorm,
     pooling, activations and adds count zero. See docs/summaries.md.
     """
     from . import report
@@ -218,7 +244,8 @@ def _print(out: Any) -> None:
 @_user_errors
 def draw(
     spec: Path = SPEC_ARG,
-    output: Path = typer.Option(..., "--output", "-o", help="Output file; the format comes from its extension: .svg, .png, .pdf or .dot."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Output file; the format comes from its extension: .svg, .png, .pdf or .dot."),
     depth: str = typer.Option("1", "--depth", "-d", help="Open modules down to depth N (1: one box per top-level "
                               "block instance or repeat), or 'full' for every layer."),
     expand: Optional[List[str]] = typer.Option(None, "--expand", "-e", help="Open this module (a block instance, "

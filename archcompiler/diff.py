@@ -34,11 +34,22 @@ from typing import Any, Optional
 
 from .analysis import analyze
 from .graph import INPUT, Graph
-from .ops import Shape, fmt_shape
+from .ops import Shape, counting_convention, fmt_shape
 
 HEAD = "head"
 NOTE = "Training-only layers (auxiliary heads) are left out of both networks: eval mode only."
-COUNTS = "params: trainable; MACs: multiply-accumulates of conv, linear and rbf layers, one sample, as in `archc summary`"
+
+
+def counts() -> str:
+    """What the numbers count; the ops MACs count come from the registry, as in `archc summary`."""
+    return (f"params: trainable; MACs: multiply-accumulates of {counting_convention()} layers, one sample, "
+            "as in `archc summary`")
+
+
+def __getattr__(name: str) -> str:
+    if name == "COUNTS":  # computed when asked for, so it names the ops registered by then
+        return counts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -212,7 +223,7 @@ def to_table(d: Diff):  # -> rich.table.Table
         table.add_row(*cells)
     table.add_section()
     table.add_row(*total, style="bold")
-    table.caption = f"Stages: layers grouped by output grid, 1x1 and flat outputs in head. {NOTE} {COUNTS}."
+    table.caption = f"Stages: layers grouped by output grid, 1x1 and flat outputs in head. {NOTE} {counts()}."
     table.caption_justify = "left"
     return table
 
@@ -225,7 +236,7 @@ def to_markdown(d: Diff) -> str:
     for cells in stages:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("| " + " | ".join(f"**{c}**" if c else "" for c in total) + " |")
-    lines += ["", f"_{NOTE} {COUNTS}._", ""]
+    lines += ["", f"_{NOTE} {counts()}._", ""]
     return "\n".join(lines)
 
 
@@ -243,6 +254,6 @@ def to_json(d: Diff) -> str:
                     "delta": {"params": r.d_params, "macs": r.d_macs}} for r in d.rows],
         "totals": {"a": {"params": d.a.params, "macs": d.a.macs}, "b": {"params": d.b.params, "macs": d.b.macs},
                    "delta": {"params": d.b.params - d.a.params, "macs": d.b.macs - d.a.macs}},
-        "notes": [NOTE, COUNTS],
+        "notes": [NOTE, counts()],
     }
     return json.dumps(data, indent=2)

@@ -28,25 +28,14 @@ import graphviz
 
 from .errors import UserError
 from .graph import INPUT, Graph, Scope
-from .ops import OPS, fmt_shape
+from .ops import CATEGORIES, OPS, fmt_shape
+from .spec import BRANCHING_CONTAINERS
 
 FORMATS = ("svg", "png", "pdf", "dot")
 
-PALETTE = {  # one colour per op category, shared by every diagram
-    "conv": "#cfe2f3",
-    "pool": "#d9ead3",
-    "norm": "#fff2cc",
-    "act": "#fce5cd",
-    "linear": "#d9d2e9",
-    "join": "#eeeeee",
-    "shape": "#f3f3f3",
-    "regularize": "#f4cccc",
-    "block": "#a2c4c9",
-    "io": "#ffffff",
-}
-LEGEND = {"block": "module (block, repeat)", "conv": "convolution", "pool": "pooling", "norm": "normalisation",
-          "act": "activation", "linear": "linear", "join": "concat / add", "shape": "reshape, scale",
-          "regularize": "dropout"}
+# One colour per category, shared by every diagram: the ops' categories (ops.CATEGORIES), modules and I/O.
+PALETTE = {**{name: c.colour for name, c in CATEGORIES.items()}, "block": "#a2c4c9", "io": "#ffffff"}
+LEGEND = {"block": "module (block, repeat)", **{name: c.legend for name, c in CATEGORIES.items()}}
 
 
 def _shape(shape: tuple) -> str:
@@ -201,9 +190,10 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     def emit(container: graphviz.Digraph, scope_id: Optional[str]) -> None:
         items = members.get(scope_id, []) + [c.id for c in children.get(scope_id, []) if has_boxes(c.id)]
         holder = graph.scopes[scope_id] if scope_id is not None else outside
-        lanes = holder is not None and holder.kind in ("concat", "add")
+        lanes = holder is not None and holder.kind in BRANCHING_CONTAINERS
         for item in sorted(items, key=first):
-            if item in units and lanes and graph.nodes.get(item, None) is not None and OPS[graph.nodes[item].op].category != "join":
+            node = graph.nodes.get(item, None)
+            if item in units and lanes and node is not None and OPS[node.op].category != "join":
                 # A one-layer branch is a lane too, or dot would put it beside the other lanes in any order.
                 with container.subgraph(name=f"cluster_lane_{_id(item)}") as lane:
                     lane.attr(label="", style="rounded,dashed", color="#bbbbbb")
@@ -234,7 +224,7 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
         for src_node in node.inputs:
             shape = graph.shape_of(src_node)
             label = _shape(shape)
-            if node.op == "concat" and dst == node_id:
+            if OPS[node.op].channel_ranges and dst == node_id:
                 label += f"\n[{channel}:{channel + shape[0]}]"
                 channel += shape[0]
             if src_node != INPUT and src_node not in inside:

@@ -10,8 +10,9 @@ is the compiled model's: loaded with the same weights it computes the same
 outputs.
 
 How the code is written:
-- every layer's constructor and call come from its op's `source` in the
-  registry; an argument written in the spec as an expression over a
+- every layer's constructor and call are its op's `lowering` description
+  printed by `codegen` (the compiled model is built from the same
+  description); an argument written in the spec as an expression over a
   block's parameters (`$c3r`, `${4 * c}`) stays that expression, other
   values are literals;
 - inside a template, channel counts flow symbolically from `in_channels`
@@ -33,25 +34,37 @@ import re
 from typing import Any, Optional
 
 from . import expr
+from .codegen import RESERVED, Names, emitted, identifier, is_module_call, statement
 from .graph import Graph, Node, Scope, attribute_ref, class_name
 from .ops import OPS
 
-# Support code a generated file may need, copied from archcompiler.modules / ops by name.
-SUPPORT = ("ShapeError", "rbf_prototypes", "pair", "ScaledTanh", "ConvNormAct", "PartialConv2d", "Subsample2d", "RBF")
-NEEDS = {"RBF": ("rbf_prototypes",), "rbf_prototypes": ("ShapeError",), "PartialConv2d": ("pair",),
-         "Subsample2d": ("pair",)}
+# Support code a generated file may need: what a description names by a bare name (`codegen.render`
+# asks for it), copied by name from archcompiler.modules (each of its definitions, in file order) or,
+# for helpers that shape inference shares (`rbf_prototypes`), from archcompiler.ops; with what their
+# own source calls.  `ShapeError` is written as a stub.
+
+
+def _support_code(needed: set[str]) -> list[str]:
+    """The source of every support definition in `needed` and of those they use, in a fixed order."""
+    from . import modules, ops
+
+    own = [n for n, v in vars(modules).items() if not n.startswith("_") and getattr(v, "__module__", None) == modules.__name__]
+    texts = {"ShapeError": "class ShapeError(ValueError):\n    pass"}
+    for name in [*sorted(n for n in needed if n not in own and n != "ShapeError"), *own]:
+        texts[name] = inspect.getsource(getattr(modules if name in own else ops, name)).rstrip()
+    order = ["ShapeError", *(n for n in texts if n != "ShapeError" and n not in own), *own]
+    closed, todo = set(), list(needed)
+    while todo:
+        name = todo.pop()
+        if name not in closed:
+            closed.add(name)
+            todo += [other for other in order if other != name and re.search(rf"\b{other}\(", texts.get(name, ""))]
+    return [texts[n] for n in order if n in closed]
 
 
 def emit_python(graph: Graph, source_path: Optional[str] = None) -> str:
     """The standalone module's source text."""
     return _Emitter(graph).run(source_path or graph.path)
-
-
-def _ident(text: str) -> str:
-    name = re.sub(r"\W", "_", text)
-    if not name or name[0].isdigit() or keyword.iskeyword(name):
-        name = "_" + name
-    return name
 
 
 def _materialised(scope_id: str) -> bool:
@@ -92,7 +105,7 @@ class _Source:
         code = self.arg(field, value)
         if not self.is_expr(field):
             return code
-        name = f"{_ident(self.body.rel(self.node.id))}_{field}"
+        name = f"{identifier(self.body.rel(self.node.id))}_{field}"
         self.body.init.append(f"self.{name} = {code}")
         return f"self.{name}"
 
@@ -134,17 +147,10 @@ class _Body:
     def _note_channels(self, node: Node, src: _Source) -> None:
         if not self.symbolic:
             return
-        if node.op in ("conv", "linear", "rbf"):
-            self.chan[node.id] = src.arg("out", node.args.out)
-        elif node.op == "concat":
-            self.chan[node.id] = " + ".join(self.channels(i) for i in node.inputs)
-        elif node.op == "flatten" and node.inputs:
-            shape = self.graph.shape_of(node.inputs[0])
-            area = 1
-            for d in shape[1:]:
-                area *= d
-            c = self.channels(node.inputs[0])
-            self.chan[node.id] = c if area == 1 else (f"({c}) * {area}" if " " in c else f"{c} * {area}")
+        rule = OPS[node.op].channels
+        if rule is not None:
+            self.chan[node.id] = rule(node.args, [self.channels(i) for i in node.inputs],
+                                      self.graph.input_shapes(node.id), src)
         elif node.inputs:
             self.chan[node.id] = self.channels(node.inputs[0])
 
@@ -159,7 +165,7 @@ class _Body:
             node = self.graph.nodes[n]
             shapes = self.graph.input_shapes(n)
             src = _Source(node, self.channels(node.inputs[0]) if node.inputs else "0", self.symbolic, self)
-            self.calls[n] = OPS[node.op].source(node.args, shapes, src)
+            self.calls[n] = emitted(OPS[node.op], node.args, shapes, src)
             self._note_channels(node, src)
         attached: set[str] = set()
         for n in self.members:  # attach in declaration order: the state_dict's order
@@ -185,7 +191,7 @@ class _Body:
     def forward(self) -> tuple[list[tuple[bool, str]], dict[str, str]]:
         """(train-only?, line) for each call in execution order, and each output node's variable."""
         var = {e: ("x" if k == 0 else f"x{k + 1}") for k, e in enumerate(self.external_inputs(self.members))}
-        used = set(var.values()) | {"self", "torch", "F", "nn", "math"}
+        names = Names((*var.values(), *RESERVED))
         lines: list[tuple[bool, str]] = []
         for n in self.graph.order():
             if n not in self.inside:
@@ -200,13 +206,8 @@ class _Body:
                 train = all(self.graph.nodes[m].train_only for m in scope.nodes)
             else:
                 call, args, train = self.calls[n][1], self.graph.nodes[n].inputs, self.graph.nodes[n].train_only
-            name = _ident(self.rel(unit).replace(".", "_"))
-            while name in used:
-                name += "_"
-            used.add(name)
-            arg_vars = [var[a] for a in args]
-            lines.append((train, f"{name} = " + call.format(*arg_vars, m=attribute_ref("self", self.rel(unit)),
-                                                            args=", ".join(arg_vars))))
+            name = names.add(self.rel(unit))
+            lines.append((train, statement(name, call, [var[a] for a in args], self.rel(unit))))
             var[n] = name
         return lines, var
 
@@ -264,7 +265,7 @@ class _Emitter:
                 out = sub.output
             else:
                 node = g.nodes[unit]
-                if not _simple_module_call(g, node):
+                if not is_module_call(OPS[node.op], node.args, g.input_shapes(node.id)):
                     return False
                 ins, out = list(node.inputs), unit
             if len(ins) != 1 or (previous is None and ins[0] in scope.nodes) or (previous and ins[0] != previous):
@@ -362,18 +363,8 @@ class _Emitter:
         return self._file(source_path, model_name, model_text, outputs, eval_outs)
 
     def _file(self, source_path: str, model_name: str, model_text: str, outputs: list, eval_outs: list) -> str:
-        from . import modules, ops
-
         g = self.graph
-        needed = set(self.support)
-        for _ in range(2):
-            needed |= {dep for name in needed for dep in NEEDS.get(name, ())}
-        support = []
-        for name in SUPPORT:
-            if name == "ShapeError" and name in needed:
-                support.append("class ShapeError(ValueError):\n    pass")
-            elif name in needed:
-                support.append(inspect.getsource(getattr(modules if hasattr(modules, name) else ops, name)).rstrip())
+        support = _support_code(set(self.support))
         classes = []
         for name, text in self.sources:
             block, params = self.meta[name]
@@ -381,13 +372,16 @@ class _Emitter:
                    + f" of {g.name}; used by {', '.join(self.instances[name])}." + '"""')
             classes.append(text.replace("{NAME}", name, 1).replace("{DOC}", doc, 1))
         built = ", ".join(f"{k}={v!r}" for k, v in g.params.items()) or "no parameters"
+        # Users' ops: the modules that registered them (plugins.register_op), imported by name.
+        plugins = sorted({OPS[n.op].origin for n in g.nodes.values() if OPS[n.op].origin})
         header = "\n".join([
             f'"""{g.title or g.name}: standalone PyTorch source generated by archc from {source_path}.',
             "",
             *([f"Paper: {g.paper}", ""] if g.paper else []),
             f"Built with {built}; regenerate with `archc build SPEC --emit python --set K=V` for others.",
             f"`{model_name}()` has the compiled model's state_dict keys and computes the same outputs;",
-            "this file imports only torch.",
+            "this file imports only torch"
+            + (f" and the archc plugins it uses: {', '.join(plugins)}." if plugins else "."),
             '"""',
             "",
             "import math",
@@ -397,33 +391,12 @@ class _Emitter:
             "import torch",
             "import torch.nn as nn",
             "import torch.nn.functional as F",
+            *(f"import {module}" for module in plugins),
             "",
             f"{model_name}Outputs = namedtuple({model_name + 'Outputs'!r}, {[o.name for o in outputs]!r})",
             f"{model_name}EvalOutputs = namedtuple({model_name + 'EvalOutputs'!r}, {[o.name for o in eval_outs]!r})",
         ])
         return "\n\n\n".join([header, *support, *classes, model_text]) + "\n"
-
-
-def _simple_module_call(graph: Graph, node: Node) -> bool:
-    shapes = graph.input_shapes(node.id)
-
-    class _Probe:
-        cin, symbolic = "c", False
-
-        def is_expr(self, field: Any) -> bool:
-            return False
-
-        def arg(self, field: Any, value: Any) -> str:
-            return repr(value)
-
-        def attr(self, field: str, value: Any) -> str:
-            return repr(value)
-
-        def need(self, name: str) -> None:
-            pass
-
-    ctor, call = OPS[node.op].source(node.args, shapes, _Probe())
-    return ctor is not None and call == "{m}({0})"
 
 
 def _indent(text: str, n: int) -> str:

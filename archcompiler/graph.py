@@ -1,5 +1,8 @@
 """The graph IR: what `expand` produces and every later stage reads.
 
+`expand` makes an `Expanded` graph of `Layer`s (wired, no shapes);
+`shapes.infer_shapes` turns it into a `Graph` of `Node`s, whose `shape` is
+always set.  Both are frozen: a pass makes new ones rather than editing them.
 A `Graph` is a networkx DiGraph of `Node`s (one per layer or join, named by
 its full dotted path, which is also its module path in the compiled model)
 plus the tree of `Scope`s (block instances and named containers) that the
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Generic, Mapping, Optional, Sequence, TypeVar
 
 import networkx as nx
 
@@ -53,9 +56,9 @@ def is_module_attribute(name: str) -> bool:
     return name in MODULE_ATTRIBUTES or (name.startswith("__") and name.endswith("__"))
 
 
-@dataclass
-class Node:
-    """One layer (or join) of the network."""
+@dataclass(frozen=True)
+class Layer:
+    """One layer (or join) of the network, wired, before shape inference (what `expand` makes)."""
 
     id: str  # full dotted name, e.g. "inception3a.branch2.0"; also its module path
     op: str  # a name in ops.OPS
@@ -64,10 +67,21 @@ class Node:
     loc: Loc  # the YAML that made it
     scopes: tuple[str, ...] = ()  # enclosing scope ids, outermost first
     train_only: bool = False  # runs only in training mode (feeds only train-only outputs)
-    shape: Optional[Shape] = None  # filled in by shapes.infer_shapes
     # The spec's expression behind each argument that had one, by path in the arguments
     # (("out",), ("norm", "eps"), ("k", 1)): `$c3r`, `${4 * c}`.  Standalone source keeps them.
     exprs: dict[tuple, str] = field(default_factory=dict)
+    inputs_loc: Optional[Loc] = None  # the `from:` that named the inputs; None: the layer before
+
+
+@dataclass(frozen=True)
+class Node(Layer):
+    """A `Layer` with its output shape: what `shapes.infer_shapes` makes and every later stage reads."""
+
+    shape: Shape = field(kw_only=True)  # one sample's output shape, batch excluded
+
+    @classmethod
+    def shaped(cls, layer: Layer, shape: Shape) -> "Node":
+        return cls(**{f.name: getattr(layer, f.name) for f in fields(Layer)}, shape=shape)
 
 
 @dataclass
@@ -96,8 +110,11 @@ class Output:
     loc: Loc
 
 
+N = TypeVar("N", bound=Layer)
+
+
 @dataclass
-class Graph:
+class _Graph(Generic[N]):
     name: str
     title: Optional[str]
     paper: Optional[str]
@@ -105,7 +122,7 @@ class Graph:
     input_shape: Shape
     input_loc: Loc
     params: dict[str, Any]  # the spec's parameters after overrides
-    nodes: dict[str, Node]
+    nodes: dict[str, N]
     scopes: dict[str, Scope]
     outputs: dict[str, Output]
     dag: nx.DiGraph
@@ -119,19 +136,29 @@ class Graph:
         position = {n: i for i, n in enumerate(self.nodes)}
         return [n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1)) if n != INPUT]
 
+    def eval_outputs(self) -> list[Output]:
+        return [o for o in self.outputs.values() if not o.train_only]
+
+
+@dataclass
+class Expanded(_Graph[Layer]):
+    """The network as `expand` makes it: wired and checked, without shapes."""
+
+
+@dataclass
+class Graph(_Graph[Node]):
+    """The network after shape inference: every node's shape is known."""
+
     def shape_of(self, node_id: str) -> Shape:
-        """The output shape of a node, or the input shape for `input` (after infer_shapes)."""
+        """The output shape of a node, or the input shape for `input`."""
         return self.input_shape if node_id == INPUT else self.nodes[node_id].shape
 
     def input_shapes(self, node_id: str) -> list[Shape]:
         """The shapes a node receives, in input order."""
         return [self.shape_of(i) for i in self.nodes[node_id].inputs]
 
-    def eval_outputs(self) -> list[Output]:
-        return [o for o in self.outputs.values() if not o.train_only]
 
-
-def declared_in_order(nodes: dict[str, Node]) -> bool:
+def declared_in_order(nodes: Mapping[str, Layer]) -> bool:
     """Whether every node is declared after all of its inputs (then that order is topological)."""
     position = {n: i for i, n in enumerate(nodes)}
     for i, node in enumerate(nodes.values()):

@@ -16,9 +16,7 @@ This is the only stage that imports torch.
 from __future__ import annotations
 
 import collections
-import keyword
 import linecache
-import re
 from contextlib import nullcontext
 from typing import Any
 
@@ -26,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .codegen import RESERVED, Names, lowered, statement
 from .errors import UserError
-from .graph import INPUT, Graph, attribute_ref
+from .graph import INPUT, Graph
 from .graph import class_name as python_class_name
 from .ops import OPS, Lowered
 
@@ -55,14 +54,13 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise UserError(f"the seed must be a whole number from 0 to 2**64 - 1 (torch's range), got {str(seed)[:40]}")
     device_ctx = torch.device(device) if device is not None else nullcontext()
-    lowered: dict[str, Lowered] = {}
+    built: dict[str, Lowered] = {}
     with torch.random.fork_rng(devices=[]), device_ctx:
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
-            inputs = graph.input_shapes(node.id)
-            lowered[node.id] = OPS[node.op].lower(node.args, inputs)
-    model = _model_class(graph, {k: v.call for k, v in lowered.items()})()
-    for node_id, low in lowered.items():
+            built[node.id] = lowered(OPS[node.op], node.args, graph.input_shapes(node.id))
+    model = _model_class(graph, {k: v.call for k, v in built.items()})()
+    for node_id, low in built.items():
         if low.module is not None:
             _attach(model, node_id, low.module)
     model.graph = graph
@@ -109,26 +107,13 @@ def _model_class(graph: Graph, calls: dict[str, str]) -> type:
 
 
 def _variable_names(graph: Graph) -> dict[str, str]:
-    names = {INPUT: "x"}
-    used = {"x", "self", "torch", "F"}
-    for node_id in graph.nodes:
-        base = re.sub(r"\W", "_", node_id)
-        if base[0].isdigit() or keyword.iskeyword(base):
-            base = "_" + base
-        name, k = base, 1
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        names[node_id] = name
-    return names
+    names = Names(("x", *RESERVED))
+    return {INPUT: "x", **{node_id: names.add(node_id) for node_id in graph.nodes}}
 
 
 def _line(graph: Graph, node_id: str, names: dict[str, str], calls: dict[str, str]) -> str:
     node = graph.nodes[node_id]
-    args = [names[i] for i in node.inputs]
-    expr = calls[node_id].format(*args, m=attribute_ref("self", node.id), args=", ".join(args))
-    return f"{names[node_id]} = {expr}"
+    return statement(names[node_id], calls[node_id], [names[i] for i in node.inputs], node.id)
 
 
 def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], class_name: str) -> str:

@@ -1,6 +1,9 @@
 """The few torch modules archc's lowering needs beyond torch.nn.
 
-Imported only by `lower` (through the op registry's lowering functions).
+An op's lowering description names them by their bare class name
+("ConvNormAct"); `codegen` finds them here to build a model, and `emit`
+copies their source into a standalone file.  Imported only when a model is
+built; nothing here imports the op registry.
 """
 
 from __future__ import annotations
@@ -12,18 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import ACTIVATIONS
-
 
 def pair(value: "int | Sequence[int]") -> tuple[int, int]:
     """An int or a pair of ints as a pair: 3 -> (3, 3), [1, 7] -> (1, 7)."""
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def activation(name: str) -> nn.Module:
-    """The module of activation `name`: torch.nn's class, or one defined here."""
-    cls = ACTIVATIONS[name][0]
-    return getattr(nn, cls)() if hasattr(nn, cls) else globals()[cls]()
 
 
 class ScaledTanh(nn.Module):

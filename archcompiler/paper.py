@@ -33,14 +33,15 @@ from typing import Optional
 
 from .analysis import Report
 from .graph import Graph, Node
-from .ops import pair
+from .ops import OPS, PaperRole, counting_convention, weighted_families
 from .report import count
 
-WEIGHTED = ("conv", "linear", "rbf")
-TYPE_NAMES = {"conv": "convolution", "maxpool": "max pool", "avgpool": "avg pool", "global_avgpool": "avg pool",
-              "global_maxpool": "max pool", "adaptive_avgpool": "avg pool", "adaptive_maxpool": "max pool",
-              "linear": "linear", "lrn": "LRN", "batchnorm": "batch norm", "subsample": "subsampling", "rbf": "RBF"}
-SKIPPED_OPS = ("flatten", "identity")  # reshaping, not a layer of the papers' tables
+# Each op's role here (type name, weighted, skipped, patch, branch naming) is its `OpDef.paper`.
+FILTERS, POOL = "filters", "pool"  # the kinds of unit a branch is named by
+
+
+def _role(node: Node) -> PaperRole:
+    return OPS[node.op].paper
 
 
 @dataclass
@@ -76,7 +77,7 @@ def paper_table(graph: Graph, report: Report) -> PaperTable:
             paper_row = _module_row(graph, item, row)
         else:
             node = graph.nodes[item]
-            if node.op in SKIPPED_OPS:
+            if _role(node).skipped:
                 continue
             paper_row = _layer_row(graph, node, row)
         for column in paper_row.branches:
@@ -109,23 +110,11 @@ def _hwc(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else f"1x1x{shape[0]}"
 
 
-def _input_shape(graph: Graph, node: Node) -> tuple[int, ...]:
-    src = node.inputs[0]
-    return graph.shape_of(src)
-
-
 def _layer_row(graph: Graph, node: Node, row) -> PaperRow:
-    args, patch = node.args, ""
-    if node.op in ("conv", "maxpool", "avgpool", "subsample"):
-        (kh, kw), stride = pair(args.k), pair(args.s if args.s is not None else args.k)
-        patch = f"{kh}x{kw}/{stride[0]}" if stride[0] == stride[1] else f"{kh}x{kw}/{stride[0]}x{stride[1]}"
-    elif node.op.startswith("global_"):
-        _, h, w = _input_shape(graph, node)
-        patch = f"{h}x{w}/1"
-    kind = TYPE_NAMES.get(node.op, node.op)
-    if node.op == "dropout":
-        kind = f"dropout ({args.p:.0%})"
-    return PaperRow(node.id, kind, patch, _hwc(node.shape), int(node.op in WEIGHTED), {}, row.params, row.macs)
+    role = _role(node)
+    patch = role.patch(node.args, [graph.shape_of(i) for i in node.inputs]) if role.patch else ""
+    kind = role.type(node.args) if callable(role.type) else (role.type or node.op)
+    return PaperRow(node.id, kind, patch, _hwc(node.shape), int(role.weighted), {}, row.params, row.macs)
 
 
 def _module_row(graph: Graph, scope_id: str, row) -> PaperRow:
@@ -151,12 +140,12 @@ def _depth(graph: Graph, nodes: list[str], members: set[str]) -> int:
     for n in nodes:  # declaration order is an order in which inputs come first within a module
         node = graph.nodes[n]
         before = max((longest.get(i, 0) for i in node.inputs if i in members), default=0)
-        longest[n] = before + (node.op in WEIGHTED)
+        longest[n] = before + _role(node).weighted
     return max(longest.values(), default=0)
 
 
 def _branch_columns(graph: Graph, nodes: list[str], members: set[str]) -> dict[str, str]:
-    concats = [n for n in nodes if graph.nodes[n].op == "concat"]
+    concats = [n for n in nodes if _role(graph.nodes[n]).branches]
     if not concats:
         return {}
     outer = min(concats, key=lambda n: len(graph.nodes[n].scopes))  # the first of the shallowest
@@ -171,32 +160,33 @@ def _branch_columns(graph: Graph, nodes: list[str], members: set[str]) -> dict[s
 
 
 def _units(graph: Graph, end: str, members: set[str]) -> list[tuple]:
-    """The branch ending at `end`, from the module input on: ("conv", kh, kw, width) and ("pool", kind) units."""
+    """The branch ending at `end`, from the module input on: (FILTERS, kh, kw, width) and (POOL, kind) units."""
     units: list[tuple] = []
     node_id = end
     while node_id in members:
         node = graph.nodes[node_id]
-        if node.op == "concat":  # a split: parallel 1xn and nx1 over one input
+        role = _role(node)
+        if role.branches:  # a split: parallel 1xn and nx1 over one input
             parts = [graph.nodes[i] for i in node.inputs]
-            kernels = [pair(p.args.k) for p in parts if p.op == "conv"]
-            k = max(max(kernel) for kernel in kernels) if kernels else 1
-            units.append(("conv", k, k, "+".join(str(p.args.out) for p in parts if p.op == "conv")))
+            filters = [_role(p).filters(p.args) for p in parts if _role(p).filters]
+            k = max(max(kh, kw) for kh, kw, _ in filters) if filters else 1
+            units.append((FILTERS, k, k, "+".join(str(width) for _, _, width in filters)))
             node_id = parts[0].inputs[0]
             continue
-        if node.op == "conv":
-            kh, kw = pair(node.args.k)
-            units.append(("conv", kh, kw, str(node.args.out)))
-        elif node.op in ("maxpool", "avgpool"):
-            units.append(("pool", node.op[:3]))
+        if role.filters:
+            kh, kw, width = role.filters(node.args)
+            units.append((FILTERS, kh, kw, str(width)))
+        elif role.pool:
+            units.append((POOL, role.pool))
         node_id = node.inputs[0]
     units.reverse()
     merged: list[tuple] = []  # 1xn then nx1 (or nx1 then 1xn) is one factorised nxn
     for unit in units:
         previous = merged[-1] if merged else None
-        if (previous and unit[0] == previous[0] == "conv" and 1 in unit[1:3] and unit[1] != unit[2]
+        if (previous and unit[0] == previous[0] == FILTERS and 1 in unit[1:3] and unit[1] != unit[2]
                 and previous[1:3] == (unit[2], unit[1])):
             n = max(unit[1], unit[2])
-            merged[-1] = ("conv", n, n, unit[3])
+            merged[-1] = (FILTERS, n, n, unit[3])
         else:
             merged.append(unit)
     return merged
@@ -205,10 +195,10 @@ def _units(graph: Graph, end: str, members: set[str]) -> list[tuple]:
 def _classify(units: list[tuple]) -> list[tuple[str, str]]:
     if not units:
         return [("pool proj", "pass through")]
-    if units[0][0] == "pool":
-        rest = [u for u in units[1:] if u[0] == "conv"]
+    if units[0][0] == POOL:
+        rest = [u for u in units[1:] if u[0] == FILTERS]
         return [("pool proj", f"{units[0][1]} + {rest[-1][3] if rest else 'pass through'}")]
-    convs = [u for u in units if u[0] == "conv"]
+    convs = [u for u in units if u[0] == FILTERS]
     size = lambda u: f"{u[1]}x{u[2]}"  # noqa: E731
     if len(convs) == 1:
         return [(f"#{size(convs[0])}", convs[0][3])]
@@ -241,7 +231,8 @@ def _headers(table: PaperTable) -> list[str]:
 
 
 def _note(table: PaperTable, units: str) -> str:
-    note = "ops: multiply-accumulates of conv and linear layers (eval mode); depth: conv and linear layers in a row"
+    note = (f"ops: multiply-accumulates of {counting_convention(by_family=True)} layers (eval mode); "
+            f"depth: {weighted_families()} layers in a row")
     if table.omitted:
         note += (f"; training-only heads ({', '.join(table.omitted)}: {count(table.omitted_params, units)} params) "
                  "are not rows, as in the papers' tables")

@@ -14,7 +14,7 @@ import io
 import json
 from typing import Optional
 
-from .analysis import CONVENTIONS, Report, Row
+from .analysis import Report, Row, conventions
 from .ops import fmt_shape
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -116,7 +116,7 @@ def to_markdown(report: Report, depth: Optional[int] = None, units: str = "raw")
         f"| **total** | | | **{count(report.total_params, units)}** | **{count(report.total_buffers, units)}** | "
         f"**{count(report.total_macs, units)}** | **{size(report.activation_bytes, units)}** | |"
     )
-    lines += ["", totals_line(report, units) + ".", "", outputs_line(report) + ".", "", f"_{CONVENTIONS}._", ""]
+    lines += ["", totals_line(report, units) + ".", "", outputs_line(report) + ".", "", f"_{conventions()}._", ""]
     return "\n".join(lines)
 
 
@@ -165,6 +165,6 @@ def to_table(report: Report, depth: Optional[int] = None, units: str = "raw"):  
                   count(report.total_macs, units), size(report.activation_bytes, units), "", style="bold")
     notes = ["* runs in training mode only"] if any(r.train_only for r in rows) else []
     table.caption = "\n".join([totals_line(report, units) + ".", outputs_line(report) + ".", *notes,
-                               CONVENTIONS + "."])
+                               conventions() + "."])
     table.caption_justify = "left"
     return table

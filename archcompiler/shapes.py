@@ -1,6 +1,6 @@
-"""`Graph` -> `Graph` with every node's output shape, statically.
+"""`Expanded` -> `Graph`: every node's output shape, statically.
 
-In: an expanded `Graph`.  Out: a copy whose nodes carry `shape`, the shape
+In: an `Expanded` graph of `Layer`s.  Out: a `Graph` whose `Node`s carry `shape`, the shape
 of one sample's output (batch excluded), computed by each op's shape rule
 from the registry in dependency order.  Shape errors (mismatched concat,
 a kernel larger than its input, ...) become `SpecError`s naming the node's
@@ -9,22 +9,29 @@ full dotted path and pointing at the YAML that made it.  No torch.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields
 
 from .errors import SpecError
-from .graph import INPUT, Graph
+from .graph import INPUT, Expanded, Graph, Node, _Graph
 from .ops import OPS, Shape, ShapeError, fmt_shape
 
 
-def infer_shapes(graph: Graph) -> Graph:
-    """A copy of `graph` with `shape` set on every node."""
+def infer_shapes(graph: Expanded) -> Graph:
+    """`graph` with every layer's shape: a `Graph` of `Node`s.
+
+    Each node's inputs must number as its op's `arity` says (None: any
+    number); its op's shape rule then gets their shapes in input order.
+    """
     shapes: dict[str, Shape] = {INPUT: graph.input_shape}
-    nodes = {}
+    nodes: dict[str, Node] = {}
     for node_id in graph.order():
         node = graph.nodes[node_id]
         op = OPS[node.op]
         if op.arity is not None and len(node.inputs) != op.arity:
-            raise SpecError(f"'{node.id}': {node.op} takes {op.arity} input(s), got {len(node.inputs)}", node.loc)
+            takes = f"{op.arity} input" + ("s" if op.arity != 1 else "")
+            raise SpecError(f"'{node.id}': {node.op} takes {takes}, got {len(node.inputs)} "
+                            f"({', '.join(node.inputs)})", node.inputs_loc or node.loc,
+                            hint="name one layer in 'from:'" if op.arity == 1 else None)
         inputs = [shapes[i] for i in node.inputs]
         try:
             shape = tuple(op.infer(node.args, inputs))
@@ -32,5 +39,6 @@ def infer_shapes(graph: Graph) -> Graph:
             got = ", ".join(fmt_shape(s) for s in inputs)
             raise SpecError(f"'{node.id}' ({node.op} on {got}): {exc}", node.loc) from None
         shapes[node_id] = shape
-        nodes[node_id] = replace(node, shape=shape)
-    return replace(graph, nodes={k: nodes[k] for k in graph.nodes})
+        nodes[node_id] = Node.shaped(node, shape)
+    rest = {f.name: getattr(graph, f.name) for f in fields(_Graph) if f.name != "nodes"}
+    return Graph(**rest, nodes={k: nodes[k] for k in graph.nodes})

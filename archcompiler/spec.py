@@ -25,8 +25,13 @@ Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 
 # Keys that sit beside an item's op, block or container key.
 META_KEYS = ("from", "repeat", "when")
+# The spec language's container keywords, defined here once (tests/test_op_literals.py): concat and
+# add share their names with the join ops they make, so everywhere else refers to these names.
 CONTAINER_KEYS = ("seq", "concat", "add", "residual")
+SEQ, CONCAT, ADD, RESIDUAL = CONTAINER_KEYS
+BRANCHING_CONTAINERS = (CONCAT, ADD)  # containers of named parallel branches
 CONTAINER_OPTIONS = {"add": ("act",), "residual": ("scale", "act", "shortcut")}
+PASS_THROUGH = "identity"  # a branch (or shortcut) that is the container's input itself
 RESERVED_NAMES = {"input"}
 
 
@@ -65,6 +70,9 @@ class Header(_Model):
     outputs: Optional[dict[StrictStr, Union[StrictStr, OutputSpec]]] = Field(
         None, description="named outputs; default: the last layer of body"
     )
+    requires: list[StrictStr] = Field(
+        default_factory=list, description="plugins (module or archc.ops entry-point names) whose ops the spec "
+        "uses; archc checks that they are loaded, and never imports them")
 
 
 @dataclass
@@ -108,6 +116,9 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     """Validate spec `text` (as read from `path`, for messages)."""
     tree = parse_yaml(text, path)
     header = validate(Header, tree, tree, "spec")
+    from .plugins import check_requires
+
+    check_requires(header.requires, tree)
     for key in ("params", "blocks", "defaults"):
         for name in tree.get(key) or {}:
             if not NAME.match(name):
@@ -294,7 +305,9 @@ def json_schema() -> dict[str, Any]:
     group = {"anyOf": [item_ref, {"type": "array", "items": item_ref},
                        {"type": "object", "additionalProperties": item_ref}]}
     meta = {
-        "from": {"type": "string", "description": "take input from this earlier layer or block (or 'input')"},
+        "from": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 2}],
+                 "description": "take input from this earlier layer or block (or 'input'); an op with several "
+                                "inputs takes a list of them, in order"},
         "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\$"}]},
         "when": {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": r"^\$"}]},
     }
@@ -308,14 +321,16 @@ def json_schema() -> dict[str, Any]:
                      "description": "a block without arguments"})
     variants.append({"type": "object", "required": ["seq"], "additionalProperties": False,
                      "properties": {"seq": group, **meta}})
-    branches = {"type": "object", "additionalProperties": {"anyOf": [group, {"const": "identity"}]}}
-    variants.append({"type": "object", "required": ["concat"], "additionalProperties": False,
-                     "properties": {"concat": branches, **meta}})
-    variants.append({"type": "object", "required": ["add"], "additionalProperties": False,
-                     "properties": {"add": branches, "act": {"type": ["string", "null"]}, **meta}})
-    variants.append({"type": "object", "required": ["residual"], "additionalProperties": False,
-                     "properties": {"residual": group, "scale": {"type": ["number", "string"]},
-                                    "act": {"type": ["string", "null"]}, "shortcut": group, **meta}})
+    branches = {"type": "object", "additionalProperties": {"anyOf": [group, {"const": PASS_THROUGH}]}}
+    variants.append({"type": "object", "required": [CONCAT], "additionalProperties": False,
+                     "properties": {CONCAT: branches, **meta}})
+    variants.append({"type": "object", "required": [ADD], "additionalProperties": False,
+                     "properties": {ADD: {"anyOf": [branches, {"type": "null"}]},  # null: the join op itself
+                                    "act": {"type": ["string", "null"]}, **meta}})
+    scale, act, shortcut = CONTAINER_OPTIONS[RESIDUAL]
+    variants.append({"type": "object", "required": [RESIDUAL], "additionalProperties": False,
+                     "properties": {RESIDUAL: group, scale: {"type": ["number", "string"]},
+                                    act: {"type": ["string", "null"]}, shortcut: group, **meta}})
     variants.append({"type": "object", "minProperties": 1, "description": "a block: {BLOCK: [args]} or {BLOCK: {name: value}}",
                      "properties": meta, "additionalProperties": {"type": ["array", "object", "null"]},
                      "propertyNames": {"not": {"enum": [*names, *CONTAINER_KEYS]}}})

@@ -6,8 +6,12 @@
 #     constraints.txt (which pins the CPU-only torch wheel)
 #   - makes sure Graphviz's `dot` is available (installs it via apt when root)
 #
-# Re-running is cheap: the pip step is skipped while pyproject.toml and
-# constraints.txt are unchanged since the last successful install.
+#   - installs the example plugin (examples/plugins/archc-example-ops, see
+#     docs/extending.md) in editable mode, so its `archc.ops` entry point is live
+#
+# Re-running is cheap: the pip step is skipped while pyproject.toml, the
+# plugin's pyproject.toml and constraints.txt are unchanged since the last
+# successful install.
 # Set ARCHC_FORCE_INSTALL=1 to force it. Set PYTHON to choose the interpreter
 # used to create the venv (default: python3).
 set -euo pipefail
@@ -18,6 +22,7 @@ cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.archc-install-stamp"
+PLUGIN="examples/plugins/archc-example-ops"
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -34,18 +39,22 @@ else
 fi
 
 # --- 2. python packages -------------------------------------------------------
-want_stamp="$(cat pyproject.toml constraints.txt | "$VENV/bin/python" -c \
+want_stamp="$(cat pyproject.toml "$PLUGIN/pyproject.toml" constraints.txt | "$VENV/bin/python" -c \
     'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 have_stamp="$(cat "$STAMP" 2>/dev/null || true)"
 
 if [[ "${ARCHC_FORCE_INSTALL:-0}" != "1" && "$want_stamp" == "$have_stamp" && -x "$VENV/bin/archc" ]] \
-    && "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("archc")' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("archc"); m.version("archc-example-ops")' \
+        2>/dev/null; then
     say "python packages up to date"
 else
     say "installing archc + dev dependencies into .venv (torch pinned via constraints.txt)"
     rm -f "$STAMP"
     "$VENV/bin/python" -m pip install -qq --disable-pip-version-check \
         -c constraints.txt -e ".[dev]"
+    say "installing the example plugin ($PLUGIN)"
+    "$VENV/bin/python" -m pip install -qq --disable-pip-version-check \
+        -c constraints.txt -e "$PLUGIN"
     printf '%s\n' "$want_stamp" > "$STAMP"
 fi
 

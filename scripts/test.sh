@@ -9,4 +9,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+# Lint first: cheap, and configured in pyproject.toml ([tool.ruff]).
+"$ROOT/.venv/bin/ruff" check --quiet .
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -21,14 +21,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_zoo_reference import REFERENCES, SPECS
 
 import archcompiler
-from archcompiler.checkpoints import (WeightsError, WeightsReport, check_weights, load_weights, read_checkpoint,
-                                      save_weights)
+from archcompiler.checkpoints import (
+    WeightsError,
+    WeightsReport,
+    check_weights,
+    load_weights,
+    read_checkpoint,
+    save_weights,
+)
 from archcompiler.errors import UserError
+
 from conftest import make_spec
 from reference import facts, keys, reference_input, reference_state, relative_error
-from test_zoo_reference import REFERENCES, SPECS
 
 SMALL = make_spec("""
 stem: {conv: {out: 8, k: 3, pad: 1, bias: false, norm: true, act: relu}}

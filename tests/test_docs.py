@@ -96,7 +96,8 @@ def test_example_compiles(example: Example):
 
 
 # which stage rejects each error example, as the page says
-ERROR_STAGE = {"typo_header": "parse_spec", "typo_op": "compile_graph", "needs_flatten": "compile_graph"}
+ERROR_STAGE = {"typo_header": "parse_spec", "typo_op": "compile_graph", "needs_flatten": "compile_graph",
+               "from_arity": "compile_graph"}
 
 
 @pytest.mark.parametrize("example", BAD, ids=_id)
@@ -271,6 +272,11 @@ FACTS: list[tuple[str, dict[str, Any], list[Callable[[Graph], None]]]] = [
                tap=["stage.a"]),
         outputs(features="stage.both.concat", raw="raw", tap="tap"),
         shapes(stage__both__concat=(24, 32, 32)),
+    ]),
+    ("from_list_demo", {}, [
+        inputs(right=["stem"], both=["left", "right", "stem"], sum=["proj", "stem"]),
+        shapes(both=(32, 32, 32), sum=(16, 32, 32)),
+        args("sum", act="relu"),
     ]),
     ("aux_demo", {}, [
         train_only(["aux.pool", "aux.flatten", "aux.fc"], {"logits": False, "aux": True}),

@@ -14,8 +14,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from archcompiler import expr
-from archcompiler.expr import (MAX_DEPTH, MAX_EXPR_CHARS, MAX_MAGNITUDE, ExprError, check_number, evaluate,
-                               is_expression, names_in, source_of)
+from archcompiler.expr import (
+    MAX_DEPTH,
+    MAX_EXPR_CHARS,
+    MAX_MAGNITUDE,
+    ExprError,
+    check_number,
+    evaluate,
+    is_expression,
+    names_in,
+    source_of,
+)
 
 SCOPE = {"a": 7, "b": 3, "c": 64, "x": 0.5, "flag": True, "off": False, "act": "relu"}
 

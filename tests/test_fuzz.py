@@ -44,9 +44,10 @@ def test_the_checker_catches_each_way_of_breaking_the_contract(monkeypatch, tmp_
     import time
 
     import archcompiler
-    import fuzzing
     from archcompiler import SpecError
     from archcompiler.errors import Loc
+
+    import fuzzing
 
     path = tmp_path / "net.yaml"
     path.write_text(TEXTS[0])

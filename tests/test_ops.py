@@ -42,6 +42,9 @@ TINY = {
     "identity": ((3, 7, 6), "c: {conv: {out: 2, k: 1}}\nout: identity"),
     "softmax": ((3, 7, 6), "out: {softmax: {dim: 1}}"),
     "scale": ((3, 7, 6), "out: {scale: {factor: 0.5}}"),
+    # the joins take their inputs from a `from:` list; their arguments are the container's options
+    "concat": ((3, 7, 6), "a: {conv: {out: 2, k: 1}}\nout: {concat: null, from: [a, input]}"),
+    "add": ((3, 7, 6), "a: {conv: {out: 3, k: 1}}\nout: {add: null, act: relu, from: [a, input]}"),
 }
 
 # ops whose lowered value is a fixed torch function of the input
@@ -75,7 +78,7 @@ def test_every_spec_op_has_a_tiny_spec():
 
 
 def test_internal_ops_are_the_joins():
-    assert sorted(n for n, op in OPS.items() if op.internal) == ["add", "concat", "residual_add"]
+    assert sorted(n for n, op in OPS.items() if op.internal) == ["residual_add"]  # concat and add: `from: [a, b]`
     assert all(OPS[n].args is JoinArgs for n in ("add", "concat", "residual_add"))
     assert OPS["concat"].arity is None and OPS["add"].arity is None and OPS["residual_add"].arity == 2
 
@@ -144,6 +147,11 @@ def test_bare_string_form_when_all_args_have_defaults(name):
 @pytest.mark.parametrize("name", spec_ops())
 def test_unknown_argument_is_refused(name):
     shape, body = TINY[name]
+    if OPS[name].container is not None:  # `{add: {...}}` is the container: a join's arguments sit beside it
+        body = body.replace(f"{{{name}: null, ", f"{{{name}: null, bogus: 1, ")
+        with pytest.raises(archcompiler.SpecError, match=f"unknown key 'bogus' beside '{name}'"):
+            archcompiler.compile_graph(make_spec(body, input=shape, outputs="o: out"))
+        return
     if f"{{{name}: {{" in body:
         body = body.replace(f"{{{name}: {{", f"{{{name}: {{bogus: 1, ")
     else:

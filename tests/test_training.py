@@ -24,8 +24,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import archcompiler
-from archcompiler.training import (DEFAULT_AUX_WEIGHT, Losses, aux_loss, head_weights, heads, layer_groups, losses,
-                                   main_output, penalty_logits)
+from archcompiler.training import (
+    DEFAULT_AUX_WEIGHT,
+    Losses,
+    aux_loss,
+    head_weights,
+    heads,
+    layer_groups,
+    losses,
+    main_output,
+    penalty_logits,
+)
 
 from conftest import make_spec
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import archcompiler
+
 from reference import facts, keys, reference_input, reference_state, relative_error
 
 SPECS = Path(__file__).parents[1] / "specs"

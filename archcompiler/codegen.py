@@ -1,0 +1,169 @@
+"""One op description, two consumers: build it (the compiled model) or print it (the standalone source).
+
+An op's `lowering` (see `ops.registry`) describes the module a node becomes
+as data: a `Construct` (a class name, its arguments, nested children) and a
+call template.  Here:
+
+- `instantiate` builds the torch module of a description (for `lower`);
+- `render` prints the same description as Python source (for `emit`); an
+  argument that a block's spec wrote as an expression (`$c3r`) prints as
+  that expression, everything else as a literal;
+- `identifier`, `Names` and `statement` write the forward's lines for both,
+  with one rule for variable names.
+
+Only `instantiate` needs torch, and imports it when called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import keyword
+import re
+from typing import Any, Iterable, Optional
+
+from .graph import attribute_ref
+from .ops import OPS, REQUIRED, Arg, Const, Construct, InChannels, Kw, Lowered, Lowering, OpDef, Ref, Shape
+
+# ---------------------------------------------------------------------------
+# the forward's lines
+
+
+def identifier(text: str) -> str:
+    """A Python identifier for a dotted name: every non-word character becomes `_`, and a leading `_`
+    guards a name that starts with a digit, is empty or is a keyword."""
+    name = re.sub(r"\W", "_", text)
+    if not name or name[0].isdigit() or keyword.iskeyword(name):
+        name = "_" + name
+    return name
+
+
+class Names:
+    """Unique variable names: `identifier(text)`, then `_2`, `_3` ... on a clash."""
+
+    def __init__(self, reserved: Iterable[str] = ()):
+        self.used = set(reserved)
+
+    def add(self, text: str) -> str:
+        base = identifier(text)
+        name, k = base, 1
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+
+RESERVED = ("self", "torch", "F", "nn", "math")  # names the generated code uses itself
+
+
+def statement(target: str, call: str, inputs: list[str], module: Optional[str]) -> str:
+    """`target = CALL`, the call template filled with the input variables and `self.MODULE`."""
+    ref = attribute_ref("self", module) if module is not None else ""
+    return f"{target} = " + call.format(*inputs, m=ref, args=", ".join(inputs))
+
+
+# ---------------------------------------------------------------------------
+# building: the compiled model
+
+
+def resolve(callee: str) -> Any:
+    """The object a description's callee names: torch.nn's, archc's own support code, or importable."""
+    if callee.startswith("nn."):
+        import torch.nn
+
+        return getattr(torch.nn, callee[3:])
+    if "." not in callee:
+        from . import modules, ops
+
+        return getattr(modules, callee) if hasattr(modules, callee) else getattr(ops, callee)
+    where, _, name = callee.rpartition(".")
+    return getattr(importlib.import_module(where), name)
+
+
+def _value(item: Any) -> Any:
+    if isinstance(item, Construct):
+        return resolve(item.callee)(*(_value(a) for a in item.args), **{k.name: _value(k.value) for k in item.kwargs})
+    if isinstance(item, (Arg, InChannels)):
+        return item.value
+    if isinstance(item, Ref):
+        return resolve(item.name)
+    return item
+
+
+def _call_text(low: Lowering, const: Any) -> str:
+    call = low.call
+    for name, c in low.consts.items():
+        call = call.replace("{%s}" % name, const(c))
+    return call
+
+
+def instantiate(low: Lowering) -> Lowered:
+    """The torch module of a description (arguments left to right, children first) and its call."""
+
+    def const(c: Const) -> str:
+        return "" if c.unless is not REQUIRED and c.value == c.unless else c.fmt.format(repr(c.value))
+
+    return Lowered(_value(low.module) if low.module is not None else None, _call_text(low, const))
+
+
+def lowered(op: OpDef, args: Any, shapes: list[Shape]) -> Lowered:
+    """What `lower` attaches for one node: its op's description, instantiated."""
+    return instantiate(op.lowering(args, shapes))
+
+
+# ---------------------------------------------------------------------------
+# printing: the standalone source
+
+
+def render(item: Any, src: Any) -> str:
+    """The source text of a description's value; `src` (the emitter's, per node) knows the expressions."""
+    if isinstance(item, Construct):
+        if "." not in item.callee:
+            src.need(item.callee)  # archc's own code, copied into the file
+        positional = [render(a, src) for a in item.args]
+        keywords = [f"{k.name}={render(k.value, src)}" for k in item.kwargs if not _omitted(k, src)]
+        return f"{item.callee}({', '.join(positional + keywords)})"
+    if isinstance(item, Arg):
+        if item.field is None:
+            return repr(item.literal)
+        return src.arg(item.field, item.spec_value if src.is_expr(item.field) else item.literal)
+    if isinstance(item, InChannels):
+        return src.cin
+    if isinstance(item, Ref):
+        return item.name
+    return repr(item)
+
+
+def _omitted(k: Kw, src: Any) -> bool:
+    if k.default is REQUIRED:
+        return False
+    if isinstance(k.value, Arg):
+        return not (k.value.field is not None and src.is_expr(k.value.field)) and k.value.literal == k.default
+    return not isinstance(k.value, (Construct, InChannels, Ref)) and k.value == k.default
+
+
+def render_lowering(low: Lowering, src: Any) -> tuple[Optional[str], str]:
+    """(constructor source or None, call template) of a description."""
+    ctor = render(low.module, src) if low.module is not None else None
+
+    def const(c: Const) -> str:
+        if c.unless is not REQUIRED and c.value == c.unless and not src.is_expr(c.field):
+            return ""
+        return c.fmt.format(src.attr(c.field, c.value))
+
+    return ctor, _call_text(low, const)
+
+
+def emitted(op: OpDef, args: Any, shapes: list[Shape], src: Any) -> tuple[Optional[str], str]:
+    """What `emit` writes for one node: its op's description, printed."""
+    return render_lowering(op.lowering(args, shapes), src)
+
+
+def is_module_call(op: OpDef, args: Any, shapes: list[Shape]) -> bool:
+    """Whether a node is a module called on its one input, `{m}({0})` (a link of an nn.Sequential)."""
+    low = op.lowering(args, shapes)
+    return low.module is not None and low.call == "{m}({0})"
+
+
+__all__ = ["identifier", "Names", "RESERVED", "statement", "resolve", "instantiate", "lowered", "render",
+           "render_lowering", "emitted", "is_module_call", "OPS"]

@@ -1,0 +1,381 @@
+"""The registry itself: `OpDef`, what it is made of, `OPS` and `register`.
+
+An `OpDef` is everything every stage needs to know about one op: the model of
+its arguments, its shape rule, its parameter and multiply-add counts, a label,
+its drawing category, its channel rule for emitted source, its role in the
+papers' table form, and one description of the module it lowers to
+(`lowering`), which both the compiled model (`lower`) and the standalone
+source (`emit`) are made from (`codegen`).  No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, StrictInt
+
+Shape = tuple[int, ...]  # one sample's shape: (C, H, W) for maps, (F,) for vectors
+Window = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # kernel, stride, dilation
+POINTWISE: Window = ((1, 1), (1, 1), (1, 1))
+Pair = Union[StrictInt, tuple[StrictInt, StrictInt]]
+
+
+class ShapeError(ValueError):
+    """An op cannot take the shapes it is given; the shapes stage adds where."""
+
+
+class Args(BaseModel):
+    """Base of every op's arguments: unknown keys are errors, values are frozen and finite.
+
+    A nan or inf argument (`factor: .nan`) would reach the generated code as a
+    bare `nan`; no layer means it, so validation refuses it with a location.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # torch's names for this op's arguments, for the hint on an unknown key: {"kernel_size": "k"}.
+    torch_names: ClassVar[dict[str, str]] = {}
+
+
+class NoArgs(Args):
+    pass
+
+
+ACTIVATIONS: dict[str, tuple[str, str]] = {
+    # name: (module class: torch.nn's, or archc's own in archcompiler.modules; functional template on "{}")
+    "relu": ("nn.ReLU", "torch.relu({})"),
+    "relu6": ("nn.ReLU6", "F.relu6({})"),
+    "leaky_relu": ("nn.LeakyReLU", "F.leaky_relu({})"),
+    "elu": ("nn.ELU", "F.elu({})"),
+    "gelu": ("nn.GELU", "F.gelu({})"),
+    "silu": ("nn.SiLU", "F.silu({})"),
+    "sigmoid": ("nn.Sigmoid", "torch.sigmoid({})"),
+    "tanh": ("nn.Tanh", "torch.tanh({})"),
+    # LeCun's squashing function (LeNet-5)
+    "scaled_tanh": ("ScaledTanh", "1.7159 * torch.tanh({} * (2.0 / 3.0))"),
+}
+ActName = Optional[Literal[tuple(ACTIVATIONS)]]  # type: ignore[valid-type]
+
+
+# ---------------------------------------------------------------------------
+# the lowering description: one per op, read by `codegen` for both consumers
+
+_SAME: Any = object()  # "the same as `value`"
+REQUIRED: Any = object()  # a keyword argument that is always written
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A value that comes from the spec: `value` in the compiled model; in emitted source, the
+    spec's expression when `field` (a path into the op's arguments) was written as one inside a
+    block, else the literal `shown`.
+
+    `written` is the argument as the spec holds it, for the expression case (a conv's `pad`, whose
+    computed padding differs from what was written); it defaults to `shown`, which defaults to `value`.
+    """
+
+    value: Any
+    field: Optional[tuple[Any, ...]] = None
+    shown: Any = _SAME
+    written: Any = _SAME
+
+    @property
+    def literal(self) -> Any:
+        return self.value if self.shown is _SAME else self.shown
+
+    @property
+    def spec_value(self) -> Any:
+        return self.literal if self.written is _SAME else self.written
+
+
+@dataclass(frozen=True)
+class InChannels:
+    """The input's channel count: a number in the compiled model, `in_channels`-based code in a block class."""
+
+    value: int
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A name that is not called: `torch.float32`."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Kw:
+    """A keyword argument; emitted source leaves it out when it is a literal equal to `default`."""
+
+    name: str
+    value: Any
+    default: Any = REQUIRED
+
+
+@dataclass(frozen=True)
+class Construct:
+    """A call that builds a module (or a value one needs): `callee(*args, **kwargs)`, nested freely.
+
+    `callee` is "nn.X" (torch.nn), "torch.x", a bare name of archc's own support code (a module of
+    `archcompiler.modules`, or `rbf_prototypes`; emitted source copies its definition), or the
+    dotted path of any importable object (a plugin's module).  Arguments are literals, `Arg`,
+    `InChannels`, `Ref`, `Construct` or None, each a positional argument or the value of a `Kw`.
+    """
+
+    callee: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[Kw, ...] = ()
+
+
+@dataclass(frozen=True)
+class Const:
+    """A number in a call template, `{name}` there: a literal, or in a block class an attribute set in
+    `__init__` from the spec's expression.  With `unless`, a literal equal to it writes nothing;
+    otherwise `fmt` (on "{}") is written."""
+
+    value: Any
+    field: str
+    unless: Any = REQUIRED
+    fmt: str = "{}"
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How one node runs: the module it becomes (or None) and its call in the forward.
+
+    `call` is a template: `{m}` is the module, `{0}`, `{1}` ... the inputs, `{args}` all of them
+    comma-separated, and `{NAME}` the `consts` of that name.
+    """
+
+    module: Optional[Construct]
+    call: str = "{m}({0})"
+    consts: dict[str, Const] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A built node: its torch module (or None) and its call template (see `Lowering`, without consts).
+
+    What the compiled model holds per node; an op written without a `lowering` (an older plugin)
+    returns one from its `lower` function.
+    """
+
+    module: Any
+    call: str
+
+
+# ---------------------------------------------------------------------------
+# the other parts of an OpDef
+
+
+@dataclass(frozen=True)
+class Category:
+    """A drawing category: the fill colour of its boxes and its line in a diagram's legend."""
+
+    colour: str
+    legend: str
+
+
+# One colour per op category, shared by every diagram; in the legend's order.
+CATEGORIES: dict[str, Category] = {
+    "convolution": Category("#cfe2f3", "convolution"),
+    "pool": Category("#d9ead3", "pooling"),
+    "norm": Category("#fff2cc", "normalisation"),
+    "act": Category("#fce5cd", "activation"),
+    "dense": Category("#d9d2e9", "linear"),
+    "join": Category("#eeeeee", "concat / add"),
+    "shape": Category("#f3f3f3", "reshape, scale"),
+    "regularize": Category("#f4cccc", "dropout"),
+}
+
+
+@dataclass(frozen=True)
+class PaperRole:
+    """How an op appears in the papers' table form (`paper`).
+
+    - `type`: the "type" column, a text or a function of the arguments; None: the op's name.
+    - `weighted`: a layer with weights as the papers count depth ("conv and linear layers in a row").
+    - `family`: the kind of layer the table's note names it by ("conv", "linear").
+    - `skipped`: reshaping, never a row of its own.
+    - `patch`: the "patch size / stride" column from (args, input shapes), e.g. "7x7/2".
+    - `filters`: (kh, kw, width) of a layer that an Inception branch is named by (a conv).
+    - `pool`: the pool kind ("max", "avg") a branch starting with this op is named by.
+    - `branches`: joins parallel branches along the channels: a module's branch columns
+      are read off its outermost such join; inside a branch it is a split (1xn and nx1 in parallel).
+    """
+
+    type: Union[str, Callable[[Any], str], None] = None
+    weighted: bool = False
+    family: Optional[str] = None
+    skipped: bool = False
+    patch: Optional[Callable[[Any, list[Shape]], str]] = None
+    filters: Optional[Callable[[Any], tuple[int, int, int]]] = None
+    pool: Optional[str] = None
+    branches: bool = False
+
+
+def _no_macs(a: Any, s: list[Shape], o: Shape) -> int:
+    return 0
+
+
+def _no_params(a: Any, s: list[Shape]) -> tuple[int, int]:
+    return 0, 0
+
+
+def _pointwise(a: Any, s: list[Shape]) -> Window:
+    return POINTWISE
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    args: type[Args]
+    category: str  # drawing category (a key of CATEGORIES): palette, legend and table grouping
+    infer: Callable[[Any, list[Shape]], Shape]
+    label: Optional[Callable[[Any], str]] = None  # one line for diagrams and tables; None: the op's name
+    # The module it lowers to, once, as data: (args, input shapes) -> Lowering; see `codegen`.
+    lowering: Optional[Callable[[Any, list[Shape]], Lowering]] = None  # required
+    params: Callable[[Any, list[Shape]], tuple[int, int]] = _no_params  # (trainable, buffer elements)
+    macs: Callable[[Any, list[Shape], Shape], int] = _no_macs  # an op given a rule counts toward MACs
+    arity: Optional[int] = 1  # number of inputs; None for any number >= 1
+    # The spatial window each output reads, for receptive fields: ((kh, kw), (sh, sw), (dh, dw)).
+    window: Callable[[Any, list[Shape]], Window] = _pointwise
+    doc: str = ""
+    internal: bool = False  # made by containers, not written as an op in a spec
+    # Emitted source: the output's channel count as code, from (args, the inputs' channel codes,
+    # input shapes, the emitter's `src`); None: the first input's channels.
+    channels: Optional[Callable[[Any, list[str], list[Shape], Any], str]] = None
+    paper: PaperRole = PaperRole()  # its role in the papers' table form
+    channel_ranges: bool = False  # drawing: each edge in says which channels it fills (a concat)
+    container: Optional[str] = None  # the spec container keyword that makes this join
+    join_name: Optional[str] = None  # the join node's name inside its container
+    origin: Optional[str] = None  # the importable module that registered the op; None for built-ins
+
+    def __post_init__(self) -> None:
+        if self.lowering is None:  # a keyword with a default only so that it can follow `label`
+            raise TypeError(f"op '{self.name}' needs a lowering: the module it becomes, see codegen")
+        if self.label is None:
+            name = self.name
+            object.__setattr__(self, "label", lambda a: name)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the op counts toward MACs (it has a MACs rule)."""
+        return self.macs is not _no_macs
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def spec_ops() -> list[str]:
+    """The op names a spec may use."""
+    return sorted(name for name, op in OPS.items() if not op.internal)
+
+
+def join_op(container: str) -> OpDef:
+    """The join op that spec container `container` makes."""
+    return next(op for op in OPS.values() if op.container == container)
+
+
+def counted_ops() -> list[str]:
+    """The ops whose multiply-accumulates are counted, in registration order."""
+    return [name for name, op in OPS.items() if op.counted]
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def counting_convention(by_family: bool = False) -> str:
+    """The ops MACs count, as text: "conv, linear and rbf"; `by_family`: the papers' families, "conv and linear"."""
+    if not by_family:
+        return _and(counted_ops())
+    return _and(list(dict.fromkeys(OPS[n].paper.family or n for n in counted_ops())))
+
+
+def weighted_families() -> str:
+    """The layer families the papers' depth counts, as text: "conv and linear"."""
+    return _and(list(dict.fromkeys(op.paper.family or op.name for op in OPS.values() if op.paper.weighted)))
+
+
+# ---------------------------------------------------------------------------
+# helpers the definitions share
+
+
+def pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def need_map(shapes: list[Shape], what: str) -> tuple[int, int, int]:
+    (shape,) = shapes
+    if len(shape) != 3:
+        raise ShapeError(f"{what} needs a (C, H, W) feature map, got shape {fmt_shape(shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def need_vector(shapes: list[Shape], what: str) -> int:
+    (shape,) = shapes
+    if len(shape) != 1:
+        raise ShapeError(f"{what} needs a flat (features,) input, got shape {fmt_shape(shape)}; add a 'flatten' before it")
+    return shape[0]
+
+
+def window_out(size: int, k: int, s: int, lo: int, hi: int, d: int, ceil: bool) -> int:
+    """Output length of a sliding window, with PyTorch's rounding rules."""
+    span = size + lo + hi - d * (k - 1) - 1
+    if not ceil:
+        return max(span // s + 1, 0)
+    out = -(-span // s) + 1  # ceil(span / s) + 1, also for a window longer than the input
+    # PyTorch drops a last window that would start inside the right padding.
+    if out > 0 and (out - 1) * s >= size + lo:
+        out -= 1
+    return max(out, 0)
+
+
+def positive(shape: Shape, what: str, inputs: Shape) -> Shape:
+    if any(d <= 0 for d in shape):
+        raise ShapeError(f"{what} turns input {fmt_shape(inputs)} into {fmt_shape(shape)}; every size must stay positive")
+    return shape
+
+
+def act_call(act: Optional[str], inner: str) -> str:
+    """A call template followed by activation `act` (its functional form), or as it is."""
+    return ACTIVATIONS[act][1].format(inner) if act else inner
+
+
+def act_module(name: str) -> Construct:
+    return Construct(ACTIVATIONS[name][0])
+
+
+def window_patch(a: Any, shapes: list[Shape]) -> str:
+    """A sliding window's "kxk/s" for the papers' tables (the stride defaults to the kernel)."""
+    (kh, kw), stride = pair(a.k), pair(a.s if a.s is not None else a.k)
+    return f"{kh}x{kw}/{stride[0]}" if stride[0] == stride[1] else f"{kh}x{kw}/{stride[0]}x{stride[1]}"
+
+
+def whole_map_window(a: Any, shapes: list[Shape]) -> Window:
+    # Every output reads the whole input map (global pooling; flatten, for the layer after it).
+    if len(shapes[0]) != 3:
+        return POINTWISE
+    hw = (shapes[0][1], shapes[0][2])
+    return hw, hw, (1, 1)
+
+
+def out_channels(a: Any, ins: list[str], shapes: list[Shape], src: Any) -> str:
+    """Emitted channels of a layer that sets them with `out`."""
+    return src.arg("out", a.out)
+
+
+def simple(module: Construct) -> Callable[[Any, list[Shape]], Lowering]:
+    """The lowering of an op that is always the same module, called on its input."""
+    return lambda a, s: Lowering(module)
