@@ -34,7 +34,7 @@ MODULE_ATTRIBUTES = frozenset((
     "EvalOutputs", "Outputs", "T_destination", "_apply", "_backward_hooks", "_backward_pre_hooks", "_buffers",
     "_call_impl", "_compiled_call_impl", "_forward_all", "_forward_hooks", "_forward_hooks_always_called",
     "_forward_hooks_with_kwargs", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_get_backward_hooks",
-    "_get_backward_pre_hooks", "_get_name", "_is_full_backward_hook", "_load_from_state_dict",
+    "_get_backward_pre_hooks", "_get_name", "_is_full_backward_hook", "_is_torch_compile", "_load_from_state_dict",
     "_load_state_dict_post_hooks", "_load_state_dict_pre_hooks", "_maybe_warn_non_full_backward_hook", "_modules",
     "_named_members", "_non_persistent_buffers_set", "_parameters", "_register_load_state_dict_pre_hook",
     "_register_state_dict_hook", "_replicate_for_data_parallel", "_save_to_state_dict", "_slow_forward",
@@ -52,8 +52,12 @@ MODULE_ATTRIBUTES = frozenset((
 
 
 def is_module_attribute(name: str) -> bool:
-    """Whether a layer called `name` would clash with an attribute of torch.nn.Module."""
-    return name in MODULE_ATTRIBUTES or (name.startswith("__") and name.endswith("__"))
+    """Whether a layer called `name` would clash with an attribute of torch.nn.Module.
+
+    Every name starting with `__` is Python's or torch's own (dunders, and attributes such as
+    torch.compile's `___needs_generation_tag_patch`, which appear on nn.Module once it has run).
+    """
+    return name in MODULE_ATTRIBUTES or name.startswith("__")
 
 
 @dataclass(frozen=True)
