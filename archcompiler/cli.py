@@ -111,10 +111,16 @@ MAX_MEMORY_OPT = typer.Option(
 def _graph(spec: Path, overrides: Optional[List[str]], input_shape: Optional[tuple[int, ...]] = None,
            max_memory: Optional[str] = None):
     from . import compile_graph
+
+    return compile_graph(spec, input_shape=input_shape, max_memory=_memory_limit(max_memory),
+                         **parse_overrides(overrides))
+
+
+def _memory_limit(text: Optional[str]) -> int:
+    """--max-memory's bytes: the default, or the size it names."""
     from .limits import DEFAULT_MAX_MEMORY, parse_size
 
-    limit = DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
-    return compile_graph(spec, input_shape=input_shape, max_memory=limit, **parse_overrides(overrides))
+    return DEFAULT_MAX_MEMORY if text is None else parse_size(text)
 
 
 def _depth(text: Optional[str]) -> Optional[int]:
@@ -323,7 +329,7 @@ def build(
     from . import report
     from .analysis import analyze
     from .draw import render
-    from .limits import DEFAULT_MAX_MEMORY, check_memory, parse_size
+    from .limits import check_memory
 
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
@@ -340,7 +346,7 @@ def build(
     with console.status("validating and inferring shapes"):
         graph = _graph(spec, set_, max_memory=max_memory)
         # The self-check's batch needs more than the one sample `_graph` checked.
-        check_memory(graph, DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory), batch)
+        check_memory(graph, _memory_limit(max_memory), batch)
         rep = analyze(graph)
     with console.status(f"building {graph.name} ({rep.total_params:,} parameters)"):
         from .lower import lower, shape_mismatches

@@ -249,22 +249,24 @@ def _all_field_names(model: type[BaseModel]) -> set[str]:
 
 def _torch_name_hint(model: type[BaseModel], path: tuple, key: str) -> Optional[str]:
     """"did you mean 'k'?" for `kernel_size`: the argument models list torch's names for their keys."""
-    current: Optional[type[BaseModel]] = model
-    for step in path:
-        subs = _models_in(current.model_fields[step].annotation) if current and step in current.model_fields else []
-        current = subs[0] if subs else None
-    ours = getattr(current, "torch_names", {}).get(key)
+    ours = getattr(_model_at(model, path), "torch_names", {}).get(key)
     return f"did you mean '{ours}'? It is archc's name for torch's '{key}'" if ours else None
 
 
 def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    current = _model_at(model, path)
+    return sorted(current.model_fields) if current is not None else []
+
+
+def _model_at(model: type[BaseModel], path: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model that validates the value at `path` below `model`, if one does."""
     current: Optional[type[BaseModel]] = model
     for step in path:
         if current is None or not isinstance(step, str) or step not in current.model_fields:
-            return []
+            return None
         subs = _models_in(current.model_fields[step].annotation)
         current = subs[0] if subs else None
-    return sorted(current.model_fields) if current is not None else []
+    return current
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
