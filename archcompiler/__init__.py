@@ -23,7 +23,6 @@ Every op is one `OpDef` in the registry (`ops/`), which every stage consults.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
@@ -36,12 +35,13 @@ from .limits import DEFAULT_MAX_MEMORY, check_memory
 from .plugins import PluginError, load_plugins, register_op
 from .shapes import infer_shapes
 from .spec import Spec, load_spec
+from .zoo import list_models
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["SpecError", "UserError", "WeightsError", "Spec", "Graph", "Report", "load_spec", "compile_graph",
-           "summary", "build", "load_weights", "save_weights", "register_op", "load_plugins", "PluginError"]
+           "summary", "build", "list_models", "load_weights", "save_weights", "register_op", "load_plugins", "PluginError"]
 __version__ = "0.1.0"
 
 SpecLike = Union[Spec, str, Path]
@@ -50,7 +50,7 @@ SpecLike = Union[Spec, str, Path]
 def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = None,
                   outputs: Optional[Sequence[str]] = None, max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
                   **params: Any) -> Graph:
-    """Load (if given a path), expand with `params`, infer shapes and check the memory bound.
+    """Load (if given a path or a zoo model name: `list_models()`), expand with `params`, infer shapes and check the memory bound.
 
     `input_shape` (C, H, W) replaces the spec's `input`; `outputs` (names of
     layers, blocks or outputs) makes it a feature extractor (`select_outputs`).
@@ -59,10 +59,7 @@ def compile_graph(spec: SpecLike, *, input_shape: Optional[tuple[int, ...]] = No
     """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    expanded = expand(spec, **params)
-    if input_shape is not None:
-        expanded = replace(expanded, input_shape=tuple(input_shape))
-    graph = infer_shapes(expanded)
+    graph = infer_shapes(expand(spec, input_shape=input_shape, **params))
     if max_memory is not None:
         check_memory(graph, max_memory)
     return select_outputs(graph, outputs) if outputs is not None else graph
@@ -79,8 +76,10 @@ def summary(spec: SpecLike, *, outputs: Optional[Sequence[str]] = None,
 
 def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = None,
           outputs: Optional[Sequence[str]] = None, max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
-          **params: Any) -> "torch.nn.Module":
-    """Compile a spec into a `torch.nn.Module` (weights initialised from `seed`).
+          input_shape: Optional[tuple[int, ...]] = None, **params: Any) -> "torch.nn.Module":
+    """Compile a spec (a `Spec`, a path, or a zoo model name such as "resnet18") into a `torch.nn.Module`.
+
+    Weights are initialised from `seed`; `input_shape` (C, H, W) replaces the spec's `input`.
 
     - `weights`: a checkpoint to load, strictly (a path to a state_dict, a dict
       holding one under "state_dict" or "model", or a .safetensors file; or a
@@ -97,7 +96,7 @@ def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = N
     on_meta = device is not None and str(device) == "meta"
     if weights is not None and on_meta:
         raise UserError("weights cannot be loaded into a model built on the meta device")
-    graph = compile_graph(spec, max_memory=None if on_meta else max_memory, **params)
+    graph = compile_graph(spec, input_shape=input_shape, max_memory=None if on_meta else max_memory, **params)
     if outputs is None:
         model = lower(graph, seed=seed, device=device)
         if weights is not None:

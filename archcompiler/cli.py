@@ -30,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-SPEC_ARG = typer.Argument(..., help="Path of the spec file (YAML), e.g. specs/googlenet.yaml.", show_default=False)
+SPEC_ARG = typer.Argument(..., help="Path of the spec file (YAML), e.g. specs/googlenet.yaml, or a zoo model's "
+                          "name, e.g. resnet18 (see `archc list`).", show_default=False)
 SET_OPT = typer.Option(
     None, "--set", metavar="KEY=VALUE",
     help="Override a spec parameter, e.g. --set num_classes=10 --set aux_logits=false (repeatable).",
@@ -412,6 +413,73 @@ def diff_command(
         raise UserError(f"--format must be one of {', '.join(renderers)}, got '{shorten(format)}'")
     result = diffing.diff(_graph(spec_a, set_, max_memory=max_memory), _graph(spec_b, set_, max_memory=max_memory))
     _print(renderers[format](result))
+
+
+@app.command("list")
+@_user_errors
+def list_command(
+    format: str = typer.Option("table", "--format", "-f", help="table, json or markdown."),
+    names_only: bool = typer.Option(False, "--names", help="Only the names, one per line (fast: nothing is compiled)."),
+) -> None:
+    """List the zoo's models: every name `archc build NAME` and `archcompiler.build(NAME)` take.
+
+    Each row gives the model's paper, its native input, parameters and GMACs
+    (at batch 1 and that input, computed from the spec; no torch), and the
+    spec file it comes from.  Example: archc list --format markdown
+    """
+    from . import zoo
+    from .analysis import analyze
+    from .shapes import infer_shapes
+
+    if format not in ("table", "json", "markdown"):
+        raise UserError(f"--format must be one of table, json, markdown, got '{shorten(format)}'")
+    models = zoo.models()
+    if names_only:
+        typer.echo("\n".join(models))
+        return
+    from .expand import expand
+
+    rows = []
+    for name, model in models.items():
+        spec = zoo.find_model(name)
+        graph = infer_shapes(expand(spec))
+        report = analyze(graph)
+        rows.append({"name": name, "paper": spec.paper or "", "input": list(graph.input_shape),
+                     "params": report.total_params, "gmacs": round(report.total_macs / 1e9, 3),
+                     "spec": model.path.name})
+    if format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    header = ["name", "input", "params", "GMACs", "spec", "paper"]
+    cells = [[r["name"], "x".join(map(str, r["input"])), f"{r['params']:,}", f"{r['gmacs']:.3f}", r["spec"],
+              _short_paper(r["paper"])] for r in rows]
+    if format == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        typer.echo("\n".join(lines))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for h in header:
+        table.add_column(h, justify="right" if h in ("params", "GMACs") else "left", no_wrap=h != "paper",
+                         overflow="fold")
+    for c in cells:
+        table.add_row(*c)
+    Console(width=shutil.get_terminal_size((120, 24)).columns).print(table)
+
+
+def _short_paper(paper: str) -> str:
+    """A citation as one table cell: first author's surname, "et al." if there are more, and the year."""
+    import re
+
+    text = " ".join(paper.split())
+    authors = text.split('"')[0].strip().rstrip(",")
+    first = authors.split(",")[0].replace("et al.", "").strip()
+    more = " et al." if "," in authors or "et al" in authors else ""
+    years = re.findall(r"\b(?:19|20)\d\d\b", text)
+    return f"{first.split()[-1] if first else ''}{more} {years[-1] if years else ''}".strip()
 
 
 @app.command()

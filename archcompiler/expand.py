@@ -21,6 +21,7 @@ shapes.  `expand` runs these passes, one module each:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Hashable, Iterable, Optional
 
@@ -28,11 +29,12 @@ from . import expr
 from .errors import Loc, SpecError, did_you_mean, shown
 from .graph import INPUT, Expanded, Scope
 from .items import BlockUse, ContainerUse, Item, OpUse, Parser, check_name, located
-from .ops import OPS, JoinArgs, OpDef, join_op, spec_ops
+from .ops import OPS, JoinArgs, OpDef, Shape, join_op, spec_ops
 from .params import bind_params, evaluate, expressions
+from .shapes import infer_node
 from .source import Mapping, Sequence
-from .spec import ADD, BRANCHING_CONTAINERS, PASS_THROUGH, OutputSpec, Spec, validate
-from .wiring import Names, PendingOutput, Ref, Source, Unwired, wire
+from .spec import ADD, BRANCHING_CONTAINERS, IN, IN_SHAPE, INDEX, PASS_THROUGH, RESIDUAL, OutputSpec, Spec, validate
+from .wiring import Names, PendingOutput, Ref, Source, Unwired, _Resolver, wire
 
 MAX_NODES = 100_000  # no real CNN comes near; stops a runaway `repeat`
 
@@ -47,16 +49,23 @@ class _Ctx:
     names: Names  # where `from:` looks names up
     blocks: tuple[str, ...] = ()  # block instantiation stack, for recursion errors
     block: Optional[tuple[str, dict[str, Any]]] = None  # block instance awaiting its root scope
+    inp: Inputs = ()  # what the item being expanded receives: `$in` and `$in_shape` are its first input's
 
     def entering(self, scope: str) -> "_Ctx":
         """The context inside `scope`: its own names, and no block instance still awaiting its scope."""
-        return _Ctx(self.vars, self.defaults, (*self.scopes, scope), Names(self.names), self.blocks)
+        return _Ctx(self.vars, self.defaults, (*self.scopes, scope), Names(self.names), self.blocks, inp=self.inp)
+
+    def receiving(self, inputs: Inputs) -> "_Ctx":
+        return self if inputs == self.inp else replace(self, inp=inputs)
 
 
-def expand(spec: Spec, **overrides: Any) -> Expanded:
-    """Expand `spec` with parameters `overrides` into an `Expanded` graph."""
+def expand(spec: Spec, input_shape: Optional[tuple[int, ...]] = None, **overrides: Any) -> Expanded:
+    """Expand `spec` with parameters `overrides` into an `Expanded` graph.
+
+    `input_shape` (C, H, W) replaces the spec's `input`; `$in` and `$in_shape` follow it.
+    """
     params = bind_params(spec, overrides)
-    walk = _Walk(spec, params)
+    walk = _Walk(spec, params, input_shape)
     input_shape, last, outputs = walk.run()
     wired = wire(walk.layers, walk.scopes, walk.scope_outputs, outputs, walk.omitted)
     return Expanded(
@@ -69,14 +78,17 @@ def expand(spec: Spec, **overrides: Any) -> Expanded:
 class _Walk:
     """Typed items -> unwired layers and scopes: blocks instantiated, repeats and `when:` applied."""
 
-    def __init__(self, spec: Spec, params: dict[str, Any]):
-        self.spec, self.params = spec, params
+    def __init__(self, spec: Spec, params: dict[str, Any], input_shape: Optional[tuple[int, ...]] = None):
+        self.spec, self.params, self.input_override = spec, params, input_shape
         self.parser = Parser(OPS, spec.blocks, spec_ops())
         self.layers: dict[str, Unwired] = {}
         self.scopes: dict[str, Scope] = {}
         self.scope_outputs: dict[str, Source] = {}  # scope -> its output, maybe still a reference
         self.taken: dict[str, Loc] = {}
         self.omitted: set[str] = set()
+        # `$in` needs the shapes of the layers made so far: inferred when asked, by the ops' rules.
+        self.shapes: dict[str, Shape] = {}
+        self.resolver = _Resolver(self.layers, self.scope_outputs, self.omitted)
         # Results that depend only on (immutable) spec subtrees, so that the 9th
         # instance of a block costs less than the 1st: key -> (the key's objects, result).
         # Holding the objects keeps their ids from being reused while the key stands.
@@ -89,7 +101,42 @@ class _Walk:
                                     or "defaults apply to ops such as conv or maxpool")
 
     def _eval(self, value: Any, loc: Loc, ctx: _Ctx) -> Any:
+        if expr.is_expression(value) and ctx.inp:
+            try:
+                wanted = expr.names_in(value)
+            except expr.ExprError:
+                wanted = frozenset()  # `evaluate` reports it, located
+            if IN in wanted or IN_SHAPE in wanted:
+                shape = self._shape(ctx.inp[0], loc)
+                return evaluate(value, loc, {**ctx.vars, IN: shape[0], IN_SHAPE: shape})
         return evaluate(value, loc, ctx.vars)
+
+    def _shape(self, source: Source, loc: Loc) -> Shape:
+        """The shape of `source`, a layer made so far (or the input), for `$in`: inferred as `shapes` would."""
+        target = self._resolved(source, loc)
+        stack, on_path = [(target, False)], set()  # depth first, without recursion: chains are long
+        while stack:
+            node_id, inputs_done = stack.pop()
+            if node_id in self.shapes:
+                continue
+            layer = self.layers[node_id]
+            inputs = [self._resolved(i, loc) for i in layer.inputs]
+            if inputs_done:
+                self.shapes[node_id] = infer_node(layer, inputs, [self.shapes[i] for i in inputs])
+                continue
+            if node_id in on_path:  # only a `from:` naming a later layer can come back here
+                raise SpecError("'$in' needs the shape of a layer that depends on this one", loc)
+            on_path.add(node_id)
+            stack.append((node_id, True))
+            stack.extend((i, False) for i in inputs if i not in self.shapes)
+        return self.shapes[self._resolved(source, loc)]
+
+    def _resolved(self, source: Source, loc: Loc) -> str:
+        node_id = self.resolver.resolve(source)
+        if node_id != INPUT and node_id not in self.layers:  # a scope still open: its output is not made yet
+            raise SpecError("'$in' is used where the input is not made yet (inside the block or container "
+                            "it comes from)", loc)
+        return node_id
 
     def _memoised(self, name: Hashable, objects: tuple, compute: Callable[[], Any]) -> Any:
         """`compute()`, once per `name` and identity of `objects` (a pure function of those only)."""
@@ -105,6 +152,9 @@ class _Walk:
         spec = self.spec
         ctx = _Ctx(self.params, (spec.defaults,), (), Names())
         input_shape = tuple(self._dim(v, spec.input.loc_of(i), ctx) for i, v in enumerate(spec.input))
+        if self.input_override is not None:
+            input_shape = tuple(self.input_override)
+        self.shapes[INPUT] = input_shape
         last = self._group(spec.body, spec.tree.loc_of("body"), "", INPUT, ctx, named=True)
         return input_shape, last, self._outputs(ctx.names, last)
 
@@ -120,12 +170,15 @@ class _Walk:
             position = 0
             for i, entry in enumerate(raw):
                 item = self.parser.item(entry, raw.loc_of(i))
-                if not self._when(item, ctx):
+                here = ctx.receiving(self._inputs(item, (inp,), ctx))
+                if self._switched_off(item, here):
                     continue
-                count = self._repeat(item, ctx)
+                count = self._repeat(item, here)
                 for copy in range(count):
                     once = item if copy == 0 else item.without("from")
-                    inp = self._dispatch(once, str(position), prefix, (inp,), ctx)
+                    copy_ctx = self._copy(item, copy, ctx)
+                    name = self._copy_name(item, copy, copy_ctx) if "names" in item.meta else str(position)
+                    inp = self._dispatch(once, name, prefix, (inp,), copy_ctx)
                     position += 1
             if position == 0:
                 raise SpecError("an empty sequence", loc, hint="give it at least one layer")
@@ -145,26 +198,32 @@ class _Walk:
     def _item(self, raw: Any, loc: Loc, name: Optional[str], prefix: str, inp: Source, ctx: _Ctx) -> Optional[Source]:
         """Expand one named item (handling `when` and a named `repeat`); None if `when` drops it."""
         item = self.parser.item(raw, loc)
-        if not self._when(item, ctx):
+        if self._switched_off(item, ctx.receiving(self._inputs(item, (inp,), ctx))):
             if name is not None:
                 self.omitted.add(prefix + name)
                 ctx.names.entries.pop(name, None)
             return None
         if "repeat" in item.meta:
-            count = self._repeat(item, ctx)
+            ins = self._inputs(item, (inp,), ctx)
+            count = self._repeat(item, ctx.receiving(ins))
             path = self._claim(prefix, name or "repeat", item.loc)
             sub = self._open_scope(path, "repeat", item.loc, ctx)
-            ins = self._inputs(item, (inp,), ctx)
             child_prefix = path + "." if not _scopeless(name) else prefix
             once = item.without("repeat", "from")
             for copy in range(count):
-                ins = (self._dispatch(once, str(copy), child_prefix, ins, sub),)
+                copy_ctx = self._copy(item, copy, sub)
+                copy_name = self._copy_name(item, copy, copy_ctx) if "names" in item.meta else str(copy)
+                ins = (self._dispatch(once, copy_name, child_prefix, ins, copy_ctx),)
             self._close_scope(path, ins[0], name, ctx)
             return ins[0]
+        if "names" in item.meta:
+            raise SpecError("'names' names the copies of a 'repeat', and this item has none", item.meta_loc("names"),
+                            hint="add 'repeat: N', or remove 'names'")
         return self._dispatch(item, name, prefix, (inp,), ctx)
 
     def _dispatch(self, item: Item, name: Optional[str], prefix: str, ins: Inputs, ctx: _Ctx) -> Source:
         ins = self._inputs(item, ins, ctx)
+        ctx = ctx.receiving(ins)
         if isinstance(item, ContainerUse):
             return self._container(item, name, prefix, ins[0], ctx)
         if isinstance(item, BlockUse):
@@ -216,7 +275,7 @@ class _Walk:
             raise SpecError(f"block '{block.name}' uses itself ({chain})", item.loc)
         bound = self._bind_block_args(block, item, ctx)
         sub = _Ctx({**self.params, **bound}, (self.spec.defaults, block.defaults), ctx.scopes, Names(ctx.names),
-                   (*ctx.blocks, block.name), (block.name, bound))
+                   (*ctx.blocks, block.name), (block.name, bound), ctx.inp)
         out = self._item(block.item, block.loc, name or block.name, prefix, inp, sub)
         if out is None:  # the block's own `when:` is false
             return inp
@@ -289,6 +348,9 @@ class _Walk:
             out = self._join(path, join_op(kind), outs, options, item, sub)
         else:  # residual: out = act(shortcut + scale * body)
             body_out = self._group(item.value, item.loc, child_prefix, inp, sub, named=None)
+            if not self._when(item, ctx):  # switched off: the body alone
+                self._close_scope(path, body_out, name, ctx)
+                return body_out
             shortcut = item.meta.get("shortcut")
             short_out = None if shortcut in (None, PASS_THROUGH) else self._item(
                 shortcut, item.meta_loc("shortcut"), "shortcut", child_prefix, inp, sub)
@@ -350,6 +412,32 @@ class _Walk:
             self.scopes[scope].nodes.append(layer.id)
 
     # -- meta keys --------------------------------------------------------
+
+    def _switched_off(self, item: Item, ctx: _Ctx) -> bool:
+        """Whether `when:` drops `item`: a residual whose `when:` is false stays, as its body alone."""
+        return not (isinstance(item, ContainerUse) and item.kind == RESIDUAL) and not self._when(item, ctx)
+
+    def _copy(self, item: Item, copy: int, ctx: _Ctx) -> _Ctx:
+        """The context of a repeat's copy number `copy` (from 0): `$i` is its index."""
+        return replace(ctx, vars={**ctx.vars, INDEX: copy}) if "repeat" in item.meta else ctx
+
+    def _copy_name(self, item: Item, copy: int, ctx: _Ctx) -> str:
+        """A repeat copy's name from the `names:` pattern: each `{...}` holds an expression over `i` and the
+        parameters (`denselayer{i + 1}`, `block1-{i}`)."""
+        pattern, loc = item.meta["names"], item.meta_loc("names")
+        if not isinstance(pattern, str) or not pattern:
+            raise SpecError(f"'names' takes a pattern such as 'layer{{i + 1}}', got {shown(pattern)}", loc)
+
+        def value(match: "re.Match[str]") -> str:
+            result = evaluate("${" + match.group(1) + "}", loc, ctx.vars)
+            if isinstance(result, bool) or not isinstance(result, (int, str)):
+                raise SpecError(f"'{{{match.group(1)}}}' in 'names' gives {shown(result)}; a name needs a whole "
+                                "number or text", loc)
+            return str(result)
+
+        name = re.sub(r"\{([^{}]*)\}", value, pattern)
+        check_name(name, loc)
+        return name
 
     def _when(self, item: Item, ctx: _Ctx) -> bool:
         if "when" not in item.meta:

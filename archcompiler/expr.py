@@ -2,8 +2,11 @@
 
 A string value `$name` is the value of parameter `name`; `${...}` holds a
 small expression over parameters: numbers, `+ - * / // %`, unary minus,
-comparisons, `and` / `or` / `not` and `a if cond else b`.  Anything else
-(calls, attributes, subscripts) is refused.  Expressions are parsed with
+comparisons, `and` / `or` / `not`, `a if cond else b`, indexing a shape
+(`in_shape[1]`) and the functions in `FUNCTIONS` (`make_divisible`, `ceil`,
+`min`, ...).  Anything else (other calls, attributes) is refused.  `in` (the
+input's channels, which `expand` binds) is a Python keyword, so the text is
+tokenized and `in` renamed to `IN_ALIAS` before parsing.  Expressions are parsed with
 `ast` and walked by `evaluate`; nothing is ever passed to `eval`.
 
 Nothing a spec writes can crash or hang the evaluator: the text's length, the
@@ -36,6 +39,30 @@ MAX_DEPTH = 50
 MAX_MAGNITUDE = 2**63
 
 _NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+IN_ALIAS = "__in__"  # `in` as ast sees it: no parameter may start with `__`
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """`value` rounded to the nearest multiple of `divisor` (at least `min_value`, default `divisor`), and never
+    more than 10 % below `value`: the width rounding of MobileNet, EfficientNet and RegNet."""
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor <= 0:
+        raise ExprError(f"make_divisible's divisor must be a positive whole number, got {shown(divisor)}")
+    floor_value = divisor if min_value is None else min_value
+    rounded = max(floor_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "make_divisible": make_divisible,
+    "ceil": math.ceil,
+    "floor": math.floor,
+    "round": round,
+    "int": int,
+    "float": float,
+    "min": min,
+    "max": max,
+    "abs": abs,
+}
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -98,12 +125,19 @@ def names_in(text: str) -> frozenset[str]:
                 raise ExprError(f"'{_text(child)}' is not allowed in an expression", hint=_ALLOWED_HINT)
             if isinstance(child, ast.Constant) and not _allowed_constant(child.value):
                 raise ExprError(f"constant {shown(child.value)} is not allowed in an expression", hint=_ALLOWED_HINT)
-    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
+            if isinstance(child, ast.Call) and not (isinstance(child.func, ast.Name) and child.func.id in FUNCTIONS
+                                                    and not child.keywords):
+                raise ExprError(f"'{_text(child)}' is not allowed: the functions are {', '.join(FUNCTIONS)}, "
+                                "with positional arguments", hint=_ALLOWED_HINT)
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    return frozenset("in" if n.id == IN_ALIAS else n.id for n in ast.walk(tree)
+                     if isinstance(n, ast.Name) and n.id not in called)
 
 
-_ALLOWED_HINT = "only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else"
+_ALLOWED_HINT = ("only numbers, parameters, + - * / // %, comparisons, and/or/not, if/else, shape[index] and "
+                 "the functions " + ", ".join(FUNCTIONS))
 _ALLOWED_NODES = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.IfExp, ast.Name, ast.Constant, ast.Load,
-                  ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+                  ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.Call, ast.Subscript)
 
 
 def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
@@ -135,6 +169,7 @@ def _parse(text: str) -> ast.Expression:
     source = source_of(text)
     if not source.strip():
         raise ExprError("empty expression")
+    source = _rename_in(source)
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
@@ -148,6 +183,21 @@ def _parse(text: str) -> ast.Expression:
             raise ExprError(f"expression nested too deeply (more than {MAX_DEPTH} levels)", hint=_SPLIT_HINT)
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     return tree
+
+
+def _rename_in(source: str) -> str:
+    """`source` with the keyword `in` (the input's channels, `$in`) renamed `IN_ALIAS`, so that ast can parse it."""
+    if not re.search(r"\bin\b", source):
+        return source
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return source  # ast.parse reports it
+    return tokenize.untokenize((t.type, IN_ALIAS if t.type == tokenize.NAME and t.string == "in" else t.string)
+                               for t in tokens)
 
 
 def _allowed_constant(value: Any) -> bool:
@@ -173,9 +223,30 @@ class _Evaluator:
         raise ExprError(f"constant {shown(node.value)} is not allowed in an expression")
 
     def _Name(self, node: ast.Name) -> Any:
-        if node.id in self.scope:  # a block argument may be a plain YAML number, never checked before
-            return _bounded(node, self.scope[node.id])
-        raise ExprError(f"unknown parameter '{node.id}'", name=node.id)
+        name = "in" if node.id == IN_ALIAS else node.id
+        if name in self.scope:  # a block argument may be a plain YAML number, never checked before
+            return _bounded(node, self.scope[name])
+        raise ExprError(f"unknown parameter '{name}'", name=name)
+
+    def _Call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+            raise ExprError(f"'{_text(node)}' is not allowed in an expression", hint=_ALLOWED_HINT)
+        args = [self.visit(a) for a in node.args]
+        _check_numbers(node, *args)
+        try:
+            return _bounded(node, FUNCTIONS[node.func.id](*args))
+        except ExprError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ExprError(f"cannot evaluate '{_text(node)}': {exc}") from None
+
+    def _Subscript(self, node: ast.Subscript) -> Any:
+        value, index = self.visit(node.value), self.visit(node.slice)
+        if not isinstance(value, (tuple, list)) or isinstance(index, bool) or not isinstance(index, int):
+            raise ExprError(f"'{_text(node)}': only a shape is indexed, by a whole number (e.g. in_shape[1])")
+        if not -len(value) <= index < len(value):
+            raise ExprError(f"'{_text(node)}': index {index} is out of range for {shown(value)}")
+        return _bounded(node, value[index])
 
     def _BinOp(self, node: ast.BinOp) -> Any:
         op = _BINARY.get(type(node.op))
@@ -234,7 +305,7 @@ def _bounded(node: ast.AST, value: Any) -> Any:
 
 def _text(node: ast.AST) -> str:
     """An expression's text as a message quotes it: cut at about 100 characters."""
-    return shorten(ast.unparse(node))
+    return shorten(ast.unparse(node).replace(IN_ALIAS, "in"))
 
 
 def _check_numbers(node: ast.AST, *values: Any) -> None:

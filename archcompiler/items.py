@@ -17,13 +17,14 @@ values (`$expr`) are left as written: `params` and `expand` evaluate them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Collection
 
 from .errors import Loc, SpecError, did_you_mean, edit_distance, shown
 from .graph import is_module_attribute
 from .source import Mapping, Sequence
-from .spec import BRANCHING_CONTAINERS, CONTAINER_KEYS, CONTAINER_OPTIONS, META_KEYS, NAME, RESERVED_NAMES
+from .spec import BRANCHING_CONTAINERS, CONTAINER_KEYS, CONTAINER_OPTIONS, META_KEYS, RESERVED_NAMES
 
 # Words that a chain's name must not be a typo of (see `Parser.check_not_a_typo`).
 KEYWORDS = (*CONTAINER_KEYS, *META_KEYS, *sorted({o for opts in CONTAINER_OPTIONS.values() for o in opts}))
@@ -146,11 +147,19 @@ class Parser:
         if not isinstance(raw, Mapping):
             return False
         kinds = self.kind_keys(raw)
+        if len(kinds) == 1 and kinds[0] in self.ops and kinds[0] not in CONTAINER_KEYS and self._names_a_chain(raw[kinds[0]]):
+            return False  # `conv: [..]` or `conv: {seq: ..}`: a layer named like an op, holding a chain
         if len(kinds) == 1:
             allowed = set(META_KEYS) | set(CONTAINER_OPTIONS.get(kinds[0], ()))
             others = [k for k in raw if k != kinds[0]]
             return all(k in allowed or not isinstance(raw[k], (Mapping, Sequence)) for k in others)
         return False
+
+    @staticmethod
+    def _names_a_chain(value: Any) -> bool:
+        """Whether the value under an op's name is layers rather than the op's arguments: a list (arguments are a
+        mapping), or a mapping holding a container keyword (no op has an argument of that name)."""
+        return isinstance(value, Sequence) or (isinstance(value, Mapping) and any(k in CONTAINER_KEYS for k in value))
 
     def is_layer(self, value: Any) -> bool:
         """Whether `value` can stand where a layer does: an item, a list, or a mapping of named layers."""
@@ -192,11 +201,15 @@ class Parser:
                                 "if a chain of that name is meant")
 
 
+# A layer's name: an identifier that may also hold '-' (torchvision's RegNet has `block1-0`), or a number.
+LAYER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$|^[0-9]+$")
+
+
 def check_name(key: str, loc: Loc) -> None:
     """Refuse a layer name that is not an identifier (or a digit string), is reserved, or clashes with torch."""
-    if not NAME.match(key) and not key.isdigit():
-        raise SpecError(f"'{key}' is not a valid layer name", loc,
-                        hint="use letters, digits and underscores, not starting with a digit")
+    if not LAYER_NAME.match(key):
+        raise SpecError(f"{shown(key)} is not a valid layer name", loc,
+                        hint="use letters, digits, '_' and '-', not starting with a digit or '-' (or only digits)")
     if key in RESERVED_NAMES:
         raise SpecError(f"'{key}' is reserved for the model's input", loc, hint="choose another name")
     if is_module_attribute(key):

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from . import expr
 from .errors import Loc, SpecError, did_you_mean, shorten, shown
 from .source import loc_of
-from .spec import Spec
+from .spec import BUILTIN_VARIABLES, Spec
 
 
 def evaluate(value: Any, loc: Loc, variables: dict[str, Any]) -> Any:
@@ -86,8 +86,9 @@ def check_param_use(spec: Spec) -> None:
 
 
 def _names(text: str, loc: Loc, known: set[str], where: str) -> set[str]:
+    """The parameters `text` uses; an unknown name is an error (`$in`, `$in_shape` and `$i` are known)."""
     try:
-        names = set(expr.names_in(text))
+        names = set(expr.names_in(text)) - set(BUILTIN_VARIABLES)
     except expr.ExprError as exc:
         raise SpecError(str(exc), loc, hint=exc.hint) from None
     for n in sorted(names):

@@ -10,6 +10,7 @@ full dotted path and pointing at the YAML that made it.  No torch.
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any, Sequence
 
 from .errors import SpecError
 from .graph import INPUT, Expanded, Graph, Node, _Graph
@@ -26,19 +27,26 @@ def infer_shapes(graph: Expanded) -> Graph:
     nodes: dict[str, Node] = {}
     for node_id in graph.order():
         node = graph.nodes[node_id]
-        op = OPS[node.op]
-        if op.arity is not None and len(node.inputs) != op.arity:
-            takes = f"{op.arity} input" + ("s" if op.arity != 1 else "")
-            raise SpecError(f"'{node.id}': {node.op} takes {takes}, got {len(node.inputs)} "
-                            f"({', '.join(node.inputs)})", node.inputs_loc or node.loc,
-                            hint="name one layer in 'from:'" if op.arity == 1 else None)
-        inputs = [shapes[i] for i in node.inputs]
-        try:
-            shape = tuple(op.infer(node.args, inputs))
-        except ShapeError as exc:
-            got = ", ".join(fmt_shape(s) for s in inputs)
-            raise SpecError(f"'{node.id}' ({node.op} on {got}): {exc}", node.loc) from None
+        shape = infer_node(node, node.inputs, [shapes[i] for i in node.inputs])
         shapes[node_id] = shape
         nodes[node_id] = Node.shaped(node, shape)
     rest = {f.name: getattr(graph, f.name) for f in fields(_Graph) if f.name != "nodes"}
     return Graph(**rest, nodes={k: nodes[k] for k in graph.nodes})
+
+
+def infer_node(node: Any, input_ids: Sequence[str], inputs: list[Shape]) -> Shape:
+    """One node's output shape from its inputs' shapes, by its op's rule (`expand` asks too, for `$in`).
+
+    `node` is a `Layer` (or the walk's `Unwired` layer): its id, op, args, loc and inputs_loc are read.
+    """
+    op = OPS[node.op]
+    if op.arity is not None and len(inputs) != op.arity:
+        takes = f"{op.arity} input" + ("s" if op.arity != 1 else "")
+        raise SpecError(f"'{node.id}': {node.op} takes {takes}, got {len(inputs)} "
+                        f"({', '.join(input_ids)})", node.inputs_loc or node.loc,
+                        hint="name one layer in 'from:'" if op.arity == 1 else None)
+    try:
+        return tuple(op.infer(node.args, inputs))
+    except ShapeError as exc:
+        got = ", ".join(fmt_shape(s) for s in inputs)
+        raise SpecError(f"'{node.id}' ({node.op} on {got}): {exc}", node.loc) from None

@@ -9,14 +9,16 @@ Every error is a `SpecError` pointing at the offending text.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from .errors import Loc, SpecError, did_you_mean, shown
+from .errors import Loc, SpecError, did_you_mean, shorten, shown
+from .expr import is_expression
 from .graph import is_module_attribute
 from .source import Mapping, Sequence, load_text, locate, parse_yaml
 
@@ -24,15 +26,20 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 
 # Keys that sit beside an item's op, block or container key.
-META_KEYS = ("from", "repeat", "when")
+META_KEYS = ("from", "repeat", "when", "names")
 # The spec language's container keywords, defined here once (tests/test_op_literals.py): concat and
 # add share their names with the join ops they make, so everywhere else refers to these names.
-CONTAINER_KEYS = ("seq", "concat", "add", "residual")
-SEQ, CONCAT, ADD, RESIDUAL = CONTAINER_KEYS
-BRANCHING_CONTAINERS = (CONCAT, ADD)  # containers of named parallel branches
-CONTAINER_OPTIONS = {"add": ("act",), "residual": ("scale", "act", "shortcut")}
+CONTAINER_KEYS = ("seq", "concat", "add", "mul", "residual")
+SEQ, CONCAT, ADD, MUL, RESIDUAL = CONTAINER_KEYS
+BRANCHING_CONTAINERS = (CONCAT, ADD, MUL)  # containers of named parallel branches
+CONTAINER_OPTIONS = {"add": ("act",), "mul": ("act",), "residual": ("scale", "act", "shortcut")}
 PASS_THROUGH = "identity"  # a branch (or shortcut) that is the container's input itself
 RESERVED_NAMES = {"input"}
+# Variables every expression may use besides parameters (`expand` binds them where the expression
+# stands): the input's channels and shape (C, H, W), and a repeat's copy index.  No parameter takes
+# these names.
+IN, IN_SHAPE, INDEX = "in", "in_shape", "i"
+BUILTIN_VARIABLES = (IN, IN_SHAPE, INDEX)
 
 
 class _Model(BaseModel):
@@ -70,6 +77,9 @@ class Header(_Model):
     outputs: Optional[dict[StrictStr, Union[StrictStr, OutputSpec]]] = Field(
         None, description="named outputs; default: the last layer of body"
     )
+    variants: dict[StrictStr, dict[StrictStr, Scalar]] = Field(
+        default_factory=dict, description="named variants of the network (each a model name, e.g. resnet18): "
+        "each sets some of the spec's parameters")
     requires: list[StrictStr] = Field(
         default_factory=list, description="plugins (module or archc.ops entry-point names) whose ops the spec "
         "uses; archc checks that they are loaded, and never imports them")
@@ -101,13 +111,20 @@ class Spec:
     blocks: dict[str, Block]
     body: Any
     outputs: Optional[Mapping]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant: Optional[str] = None  # the variant this Spec is (its name is then the variant's)
 
     def loc(self, *path: Any) -> Loc:
         return locate(self.tree, path, self.tree.loc)
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read, parse and validate the spec at `path`."""
+    """Read, parse and validate the spec at `path`, or the zoo's model of that name (`resnet18`)."""
+    text_path = str(path)
+    if NAME.match(text_path) and not os.path.lexists(text_path):
+        from .zoo import find_model
+
+        return find_model(text_path)
     name, text = load_text(path)
     return parse_spec(text, name)
 
@@ -124,6 +141,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             if not NAME.match(name):
                 raise SpecError(f"{shown(name)} is not a valid name in '{key}'", tree[key].key_loc(name),
                                 hint="use letters, digits and underscores, not starting with a digit")
+    for name in tree.get("params") or {}:
+        _not_builtin(name, tree["params"].key_loc(name))
     from .ops import OPS
 
     for name in header.blocks:
@@ -137,8 +156,42 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     return Spec(
         path=path, tree=tree, name=header.name, title=header.title, paper=header.paper,
         input=tree["input"], params=dict(header.params), defaults=tree.get("defaults") or _empty(tree),
-        blocks=blocks, body=tree["body"], outputs=tree.get("outputs"),
+        blocks=blocks, body=tree["body"], outputs=tree.get("outputs"), variants=_variants(header, tree),
     )
+
+
+def select_variant(spec: Spec, variant: str) -> Spec:
+    """The network variant `variant` of `spec`: its name, and its parameter values as the defaults.
+
+    Overrides (`--set`) still apply on top and are type-checked against them.
+    """
+    if variant not in spec.variants:
+        where = spec.loc("variants") if "variants" in spec.tree else spec.tree.loc
+        raise SpecError(f"spec '{spec.name}' has no variant '{shorten(variant)}'", where,
+                        hint=did_you_mean(variant, spec.variants) or
+                        (f"its variants: {', '.join(spec.variants)}" if spec.variants else "it has no 'variants:'"))
+    return replace(spec, name=variant, params={**spec.params, **spec.variants[variant]}, variant=variant)
+
+
+def _variants(header: Header, tree: Mapping) -> dict[str, dict[str, Any]]:
+    """The `variants:` table, each name an identifier and each key a parameter of a fitting type."""
+    from .params import same_type
+
+    for name, values in header.variants.items():
+        table = tree["variants"]
+        if not NAME.match(name):
+            raise SpecError(f"{shown(name)} is not a valid variant name", table.key_loc(name),
+                            hint="use letters, digits and underscores, not starting with a digit")
+        for key, value in values.items():
+            if key not in header.params:
+                raise SpecError(f"variant '{name}' sets '{shorten(key)}', which is not a parameter of this spec",
+                                table[name].key_loc(key), hint=did_you_mean(key, header.params)
+                                or "declare it under 'params' with its default")
+            default = header.params[key]
+            if default is not None and not is_expression(default) and not same_type(default, value):
+                raise SpecError(f"variant '{name}': parameter '{key}' has type {type(default).__name__} "
+                                f"(default {shown(default)}), got {shown(value)}", table[name].loc_of(key))
+    return {name: dict(values) for name, values in header.variants.items()}
 
 
 def _empty(tree: Mapping) -> Mapping:
@@ -167,9 +220,20 @@ def _block(name: str, blocks: Mapping, spec: BlockSpec) -> Block:
     for p in params:
         if not NAME.match(p):
             raise SpecError(f"{shown(p)} is not a valid parameter name", param_locs.get(p, raw.loc))
+        _not_builtin(p, param_locs.get(p, raw.loc))
     if len(set(params)) != len(params):
         raise SpecError(f"block '{name}' lists a parameter twice", raw.loc_of("params"))
     return Block(name, params, param_defaults, raw.get("defaults") or _empty(raw), item, raw.loc, param_locs)
+
+
+def _not_builtin(name: str, loc: Loc) -> None:
+    if name.startswith("__"):  # expr.IN_ALIAS, and room for more
+        raise SpecError(f"a parameter name cannot start with '__' ('{shorten(name)}')", loc,
+                        hint="give the parameter another name")
+    if name in BUILTIN_VARIABLES:
+        raise SpecError(f"a parameter cannot be called '{name}': expressions use ${name} for "
+                        + {IN: "the input's channel count", IN_SHAPE: "the input's shape",
+                           INDEX: "a repeat's copy index"}[name], loc, hint="give the parameter another name")
 
 
 def validate(model: type[BaseModel], data: Any, tree: Any, what: str, loc: Optional[Loc] = None) -> Any:
@@ -312,6 +376,7 @@ def json_schema() -> dict[str, Any]:
                                 "inputs takes a list of them, in order"},
         "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\$"}]},
         "when": {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": r"^\$"}]},
+        "names": {"type": "string", "description": "a repeat's copy names, e.g. 'denselayer{i + 1}'"},
     }
     variants = []
     for name in names:
@@ -326,9 +391,10 @@ def json_schema() -> dict[str, Any]:
     branches = {"type": "object", "additionalProperties": {"anyOf": [group, {"const": PASS_THROUGH}]}}
     variants.append({"type": "object", "required": [CONCAT], "additionalProperties": False,
                      "properties": {CONCAT: branches, **meta}})
-    variants.append({"type": "object", "required": [ADD], "additionalProperties": False,
-                     "properties": {ADD: {"anyOf": [branches, {"type": "null"}]},  # null: the join op itself
-                                    "act": {"type": ["string", "null"]}, **meta}})
+    for join in (ADD, MUL):
+        variants.append({"type": "object", "required": [join], "additionalProperties": False,
+                         "properties": {join: {"anyOf": [branches, {"type": "null"}]},  # null: the join op itself
+                                        "act": {"type": ["string", "null"]}, **meta}})
     scale, act, shortcut = CONTAINER_OPTIONS[RESIDUAL]
     variants.append({"type": "object", "required": [RESIDUAL], "additionalProperties": False,
                      "properties": {RESIDUAL: group, scale: {"type": ["number", "string"]},

@@ -618,7 +618,7 @@ def test_join_name_clash():
     assert "'cat.concat'" in e.message
 
 
-@pytest.mark.parametrize("name", ["input", "1abc", "a-b"])
+@pytest.mark.parametrize("name", ["input", "1abc", "-ab", "a b", "a.b"])
 def test_invalid_or_reserved_layer_names(name):
     e = error(f"cat:\n  concat: {{'{name}': {C1}, b: identity}}", outputs="o: cat")
     assert f"'{name}'" in e.message

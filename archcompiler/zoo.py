@@ -1,0 +1,65 @@
+"""The zoo: model names -> specs (`archcompiler.build("resnet18")`, `archc summary resnet18`).
+
+In: a model name.  Out: the `Spec` of that network, loaded from the spec
+files shipped in `archcompiler/specs/` (the repository's `specs/`), with
+its variant selected.  A spec file names one network (its `name`) or, with a
+`variants:` table, a family of them; every variant is a model name of its
+own, and so is the family spec's own name (its default parameters).  A
+name given both by a spec file of its own and by a family's variant
+(`resnet50`, `vgg16`) is the spec file's: the zoo's older, annotated spec
+stays what the name means, and the tests prove the two equal.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import Loc, SpecError, did_you_mean, shorten
+from .spec import Spec, load_spec, select_variant
+
+ZOO = Path(__file__).parent / "specs"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One name of the zoo: the spec file it comes from and, for a family, the variant it selects."""
+
+    name: str
+    path: Path
+    variant: Optional[str] = None
+
+
+@functools.lru_cache(maxsize=None)
+def _index() -> dict[str, Model]:
+    files = sorted(ZOO.glob("*.yaml"))
+    specs = [(path, load_spec(path)) for path in files]
+    index: dict[str, Model] = {}
+    for path, spec in specs:  # the spec files' own names first: they win over variants
+        index[spec.name] = Model(spec.name, path)
+    for path, spec in specs:
+        for variant in spec.variants:
+            index.setdefault(variant, Model(variant, path, variant))
+    return dict(sorted(index.items()))
+
+
+def models() -> dict[str, Model]:
+    """Every model name of the zoo and where it comes from, sorted by name."""
+    return _index()
+
+
+def list_models() -> list[str]:
+    """Every model name the zoo knows (specs and their variants), sorted: `build(name)` takes any of them."""
+    return list(_index())
+
+
+def find_model(name: str) -> Spec:
+    """The spec of the zoo's model `name`, its variant selected; a `SpecError` for an unknown name."""
+    model = _index().get(name)
+    if model is None:
+        raise SpecError(f"no spec file or zoo model named '{shorten(name)}'", Loc(name, 1, 1),
+                        hint=did_you_mean(name, _index()) or "give a path to a YAML file, or see `archc list`")
+    spec = load_spec(model.path)
+    return select_variant(spec, model.variant) if model.variant is not None else spec
