@@ -4,7 +4,8 @@ In: a model name.  Out: the `Spec` of that network, loaded from the spec
 files shipped in `archcompiler/specs/` (the repository's `specs/`), with
 its variant selected.  A spec file names one network (its `name`) or, with a
 `variants:` table, a family of them; every variant is a model name of its
-own, and so is the family spec's own name (its default parameters).  A
+own (the family's own name is not: `archc build specs/resnet.yaml` builds
+its default parameters, by path).  A
 name given both by a spec file of its own and by a family's variant
 (`resnet50`, `vgg16`) is the spec file's: the zoo's older, annotated spec
 stays what the name means, and the tests prove the two equal.
@@ -38,7 +39,8 @@ def _index() -> dict[str, Model]:
     specs = [(path, load_spec(path)) for path in files]
     index: dict[str, Model] = {}
     for path, spec in specs:  # the spec files' own names first: they win over variants
-        index[spec.name] = Model(spec.name, path)
+        if not spec.variants:
+            index[spec.name] = Model(spec.name, path)
     for path, spec in specs:
         for variant in spec.variants:
             index.setdefault(variant, Model(variant, path, variant))
