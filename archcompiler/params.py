@@ -11,6 +11,7 @@ expression stands.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 from . import expr
@@ -63,7 +64,7 @@ def check_param_use(spec: Spec) -> None:
     for name, block in spec.blocks.items():
         local = set(block.params)
         block_used: set[str] = set()
-        for text, loc, _ in expressions(block.item, block.loc):
+        for text, loc, _ in _used(block.item, block.loc):
             block_used |= _names(text, loc, local | globals_, f"block '{name}'")
         for text, loc, _ in expressions(block.defaults, block.loc):
             block_used |= _names(text, loc, local | globals_, f"block '{name}'")
@@ -77,7 +78,7 @@ def check_param_use(spec: Spec) -> None:
         used |= block_used - local
     for key in ("body", "input", "outputs", "defaults", "params"):
         if key in spec.tree:
-            for text, loc, _ in expressions(spec.tree[key], spec.tree.loc_of(key)):
+            for text, loc, _ in _used(spec.tree[key], spec.tree.loc_of(key)):
                 used |= _names(text, loc, globals_, "the spec")
     for p in spec.params:
         if p not in used:
@@ -105,6 +106,26 @@ def same_type(default: Any, value: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float))
     return isinstance(value, type(default))
+
+
+def _used(tree: Any, loc: Loc) -> Iterator[tuple[str, Loc, tuple]]:
+    """`expressions(tree)`, and each `{...}` of a repeat's `names:` pattern as the expression it is."""
+    yield from expressions(tree, loc)
+    for text, where, _ in _patterns(tree, loc):
+        for part in re.findall(r"\{([^{}]*)\}", text):
+            yield "${" + part + "}", where, ()
+
+
+def _patterns(tree: Any, loc: Loc) -> Iterator[tuple[str, Loc, tuple]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "names" and isinstance(value, str):
+                yield value, loc_of(tree, key, loc), ()
+            else:
+                yield from _patterns(value, loc_of(tree, key, loc))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _patterns(value, loc_of(tree, i, loc))
 
 
 def expressions(tree: Any, loc: Loc, path: tuple = ()) -> Iterator[tuple[str, Loc, tuple]]:

@@ -251,6 +251,21 @@ FACTS: list[tuple[str, dict[str, Any], list[Callable[[Graph], None]]]] = [
         shapes(unit2__add=(128, 28, 28)),
         args("unit2.0", norm={"eps": 1e-5}), args("unit2.shortcut", norm={"eps": 1e-5}),
     ]),
+    ("in_demo", {}, [
+        args("a.dw", groups=16, out=16), shapes(a__pw=(32, 32, 32), b__pw=(96, 32, 32), head=(32, 31, 31)),
+        args("b.dw", groups=32), args("head", k=2, out=32), block_args(a={"factor": 2, "out": 32}, b={"factor": 3, "out": 96}),
+    ]),
+    ("mul_demo", {}, [
+        layers("se.avgpool", "se.fc1", "se.relu", "se.fc2", "se.scale", "se.mul", "pool"),
+        inputs(se__mul=["input", "se.scale"]), shapes(se__mul=(32, 14, 14)),
+    ]),
+    ("repeat_names_demo", {}, [
+        layers(*(f"block1.denselayer{j}.{n}" for j in (1, 2, 3) for n in ("norm", "conv", "concat")), "wide.w0", "wide.w1"),
+        shapes(block1__denselayer1__norm=(16, 8, 8), block1__denselayer2__norm=(24, 8, 8),
+               block1__denselayer3__norm=(32, 8, 8), block1__denselayer3__concat=(40, 8, 8),
+               wide__w0=(8, 8, 8), wide__w1=(16, 8, 8)),
+    ]),
+    ("plain_family", {}, [layers("stem", "stage.0", "pool", "flatten", "fc")]),
     ("repeat_demo", {}, [
         layers("stem.0", "stem.1", "stem.2", "stem.3", "stage.0.conv", "stage.0.relu", "stage.1.conv",
                "stage.1.relu", "stage.2.conv", "stage.2.relu"),

@@ -773,3 +773,116 @@ def test_a_chain_named_one_typo_from_a_keyword_is_an_error(body, word):
 def test_two_ops_in_one_item_say_so():
     err = error("- {linear: {out: 4}, dropout: {p: 0.5}}", input=(8,))
     assert err.message == "one item holds two ops, 'linear' and 'dropout'"
+
+
+# -- the input's shape, repeat indices and names, residual when -------------------------
+
+
+def _shapes(body: str, **header):
+    from archcompiler.shapes import infer_shapes
+
+    return {k: n.shape for k, n in infer_shapes(graph(body, **header)).nodes.items()}
+
+
+def test_in_is_the_channel_count_of_what_the_item_receives():
+    s = _shapes("""
+    a: {conv: {out: 8, k: 1}}
+    b: {conv: {out: "${in * 2}", k: 3, pad: 1, groups: $in}}
+    c: {conv: {out: $in, k: 1}, from: a}
+    d: {conv: {out: "${in_shape[1] + in}", k: 1}, from: b}
+    """, outputs="o: c\np: d")
+    assert s["b"] == (16, 8, 8) and s["c"] == (8, 8, 8) and s["d"] == (24, 8, 8)
+
+
+def test_in_in_block_arguments_and_defaults_is_the_blocks_input():
+    g = graph("""
+    a: {conv: {out: 8, k: 1}}
+    b: {unit: {}}
+    c: {unit: [$in]}
+    """, blocks="unit:\n  params: {out: '${in * 4}'}\n  seq: {x: {conv: {out: $out, k: 1}}}")
+    assert g.scopes["b"].args == {"out": 32} and g.scopes["c"].args == {"out": 32}
+
+
+def test_in_follows_the_input_shape_the_caller_gives():
+    from archcompiler import compile_graph
+
+    spec_body = "a: {conv: {out: '${in_shape[1] // 2}', k: 1}}"
+    from conftest import make_spec
+
+    assert compile_graph(make_spec(spec_body), input_shape=(3, 32, 32)).nodes["a"].shape == (16, 32, 32)
+
+
+def test_in_where_the_input_is_not_made_yet_is_an_error():
+    e = error("""
+    blk:
+      seq:
+        a: {conv: {out: 4, k: 1}}
+        b: {conv: {out: $in, k: 1}, from: blk}
+    """)
+    assert "not made yet" in e.message or "names no layer" in e.message
+
+
+@pytest.mark.parametrize("name", ["in", "in_shape", "i", "__x"])
+def test_builtin_variable_names_are_not_parameters(name):
+    e = error("a: {conv: {out: 3, k: 1}}", params=f"{{{name}: 1}}")
+    assert "a parameter" in e.message and "cannot" in e.message
+
+
+def test_repeat_index_and_name_pattern():
+    s = _shapes("""
+    stage: {conv: {out: "${4 * (i + 1)}", k: 1}, repeat: 3, names: "block1-{i}"}
+    tail:
+      - {conv: {out: "${i + 1}", k: 1}, repeat: 2, names: "t{i * 10}"}
+    """)
+    assert s["stage.block1-0"][0] == 4 and s["stage.block1-2"][0] == 12
+    assert s["tail.t0"][0] == 1 and s["tail.t10"][0] == 2
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("'a.{i}'", "not a valid layer name"),
+    ("'x{i}' ", None),  # fine: checked below to be accepted
+    ("'x{flag}'", "a name needs a whole number or text"),
+    ("'x{nope}'", "unknown parameter 'nope'"),
+    ("'same'", "already used"),
+])
+def test_bad_name_patterns_are_located_errors(pattern, message):
+    body = f"stage: {{conv: {{out: 3, k: 1}}, repeat: 2, names: {pattern}}}"
+    header = {"params": "{flag: true}"} if "flag" in pattern else {}
+    if message is None:
+        assert "stage.x1" in graph(body, **header).nodes
+        return
+    e = error(body, **header)
+    assert message in e.message and e.loc.line > 1
+
+
+def test_names_without_repeat_is_an_error():
+    e = error("a: {conv: {out: 3, k: 1}, names: 'x{i}'}")
+    assert "'names' names the copies of a 'repeat'" in e.message
+
+
+def test_a_residual_whose_when_is_false_is_its_body_alone():
+    body = """
+    u:
+      residual:
+        conv: {seq: [{conv: {out: $out, k: 3, pad: 1}}, relu]}
+      when: "${in == out}"
+    """
+    on = graph(body, params="{out: 3}")
+    off = graph(body, params="{out: 5}")
+    assert list(on.nodes) == ["u.conv.0", "u.conv.1", "u.add"]
+    assert list(off.nodes) == ["u.conv.0", "u.conv.1"] and off.outputs["output"].node == "u.conv.1"
+
+
+def test_when_on_a_shortcut_switches_the_projection():
+    body = """
+    u:
+      residual: {c: {conv: {out: $out, k: 1}}}
+      shortcut: {conv: {out: $out, k: 1}, when: "${in != out}"}
+    """
+    assert "u.shortcut" in graph(body, params="{out: 8}").nodes
+    assert "u.shortcut" not in graph(body, params="{out: 3}").nodes
+
+
+def test_layer_named_like_an_op_holding_a_chain():
+    g = graph("conv: [{conv: {out: 3, k: 1}}, relu]\nblock: {conv: {seq: [relu]}}")
+    assert list(g.nodes) == ["conv.0", "conv.1", "block.conv.0"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keyword
 import operator
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ from archcompiler.expr import (
     names_in,
     source_of,
 )
+
+from conftest import Ran, run_archc
 
 SCOPE = {"a": 7, "b": 3, "c": 64, "x": 0.5, "flag": True, "off": False, "act": "relu"}
 
@@ -382,9 +383,9 @@ def test_a_squaring_chain_stops_at_the_first_step_past_the_bound():
     assert len(scope) == 5 and time.perf_counter() - start < 2
 
 
-def archc_check(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archcompiler.cli", "check", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+def archc_check(*args: str, timeout: float) -> Ran:
+    """`archc check ARGS`, in this process (conftest.run_archc); interrupted past `timeout` seconds."""
+    return run_archc("check", *args, cwd=ROOT, timeout=timeout)
 
 
 def test_archc_check_of_a_32_level_squaring_chain_fails_fast():
