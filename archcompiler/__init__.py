@@ -31,7 +31,7 @@ from .checkpoints import WeightsError, load_weights, save_weights
 from .errors import SpecError, UserError
 from .expand import expand
 from .graph import Graph, select_outputs
-from .limits import DEFAULT_MAX_MEMORY, check_memory
+from .limits import DEFAULT_MAX_MEMORY, META_MAX_MEMORY, check_memory
 from .plugins import PluginError, load_plugins, register_op
 from .shapes import infer_shapes
 from .spec import Spec, load_spec
@@ -89,14 +89,15 @@ def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = N
       `weights` are those of the whole network, loaded before it is cut down.
     - `device="meta"` builds the module without allocating its weights (so
       without the `max_memory` bound, which otherwise refuses a network whose
-      weights and one sample's activations exceed it, in bytes).
+      weights and one sample's activations exceed it, in bytes; only sizes
+      past torch's 64-bit byte counts, `limits.META_MAX_MEMORY`, are refused).
     """
     from .lower import lower
 
     on_meta = device is not None and str(device) == "meta"
     if weights is not None and on_meta:
         raise UserError("weights cannot be loaded into a model built on the meta device")
-    graph = compile_graph(spec, input_shape=input_shape, max_memory=None if on_meta else max_memory, **params)
+    graph = compile_graph(spec, input_shape=input_shape, max_memory=META_MAX_MEMORY if on_meta else max_memory, **params)
     if outputs is None:
         model = lower(graph, seed=seed, device=device)
         if weights is not None:

@@ -471,15 +471,19 @@ def list_command(
 
 
 def _short_paper(paper: str) -> str:
-    """A citation as one table cell: first author's surname, "et al." if there are more, and the year."""
+    """A citation as one table cell: `He et al. 2016`, `Tan and Le 2019`, `LeCun et al. 1998`."""
     import re
 
     text = " ".join(paper.split())
-    authors = text.split('"')[0].strip().rstrip(",")
-    first = authors.split(",")[0].replace("et al.", "").strip()
-    more = " et al." if "," in authors or "et al" in authors else ""
-    years = re.findall(r"\b(?:19|20)\d\d\b", text)
-    return f"{first.split()[-1] if first else ''}{more} {years[-1] if years else ''}".strip()
+    authors = [a.replace("et al.", "").strip() for a in re.split(r",|\band\b", text.split('"')[0]) if a.strip()]
+    surnames = [a.split()[-1] for a in authors if a]
+    if not surnames:
+        return ""
+    many = len(surnames) > 2 or "et al" in text.split('"')[0]
+    who = f"{surnames[0]} et al." if many else " and ".join(surnames)
+    # A year stands alone: not the 1905 of arXiv:1905.11946, nor a page or volume number.
+    years = re.findall(r"(?<![\d.:/])(?:19|20)\d\d(?![\d.])", text)
+    return f"{who} {years[-1]}" if years else who
 
 
 @app.command()

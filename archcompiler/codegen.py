@@ -8,6 +8,8 @@ call template.  Here:
 - `render` prints the same description as Python source (for `emit`); an
   argument that a block's spec wrote as an expression (`$c3r`) prints as
   that expression, everything else as a literal;
+- a description whose `parameter` is set makes an `nn.Parameter` instead of a
+  module, attached at the node's own path (`is_parameter` says which);
 - `identifier`, `Names` and `statement` write the forward's lines for both,
   with one rule for variable names.
 
@@ -56,9 +58,14 @@ class Names:
 RESERVED = ("self", "torch", "F", "nn", "math")  # names the generated code uses itself
 
 
-def statement(target: str, call: str, inputs: list[str], module: Optional[str]) -> str:
-    """`target = CALL`, the call template filled with the input variables and `self.MODULE`."""
+def statement(target: str, call: str, inputs: list[str], module: Optional[str], parameter: bool = False) -> str:
+    """`target = CALL`, the call template filled with the input variables and `self.MODULE` (a `parameter`
+    at that path: `self.PARENT.NAME`, or `._parameters['NAME']` for a name that is no identifier)."""
     ref = attribute_ref("self", module) if module is not None else ""
+    if parameter and module is not None:
+        parent, _, leaf = module.rpartition(".")
+        ref = attribute_ref("self", parent) if parent else "self"
+        ref += f".{leaf}" if leaf.isidentifier() and not keyword.iskeyword(leaf) else f"._parameters[{leaf!r}]"
     return f"{target} = " + call.format(*inputs, m=ref, args=", ".join(inputs))
 
 
@@ -87,6 +94,8 @@ def _value(item: Any) -> Any:
         return item.value
     if isinstance(item, Ref):
         return resolve(item.name)
+    if isinstance(item, (tuple, list)):  # a size written with description items: (InChannels(c), 1, 1)
+        return type(item)(_value(v) for v in item)
     return item
 
 
@@ -103,6 +112,10 @@ def instantiate(low: Lowering) -> Lowered:
     def const(c: Const) -> str:
         return "" if c.unless is not REQUIRED and c.value == c.unless else c.fmt.format(repr(c.value))
 
+    if low.parameter is not None:
+        import torch.nn
+
+        return Lowered(torch.nn.Parameter(_value(low.parameter)), _call_text(low, const), parameter=True)
     return Lowered(_value(low.module) if low.module is not None else None, _call_text(low, const))
 
 
@@ -131,6 +144,11 @@ def render(item: Any, src: Any) -> str:
         return src.cin
     if isinstance(item, Ref):
         return item.name
+    if isinstance(item, (tuple, list)):
+        parts = [render(v, src) for v in item]
+        if isinstance(item, list):
+            return f"[{', '.join(parts)}]"
+        return f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
     return repr(item)
 
 
@@ -143,8 +161,12 @@ def _omitted(k: Kw, src: Any) -> bool:
 
 
 def render_lowering(low: Lowering, src: Any) -> tuple[Optional[str], str]:
-    """(constructor source or None, call template) of a description."""
-    ctor = render(low.module, src) if low.module is not None else None
+    """(constructor source or None, call template) of a description; a parameter's constructor is
+    `nn.Parameter(...)` (see `is_parameter`)."""
+    if low.parameter is not None:
+        ctor: Optional[str] = f"nn.Parameter({render(low.parameter, src)})"
+    else:
+        ctor = render(low.module, src) if low.module is not None else None
 
     def const(c: Const) -> str:
         if c.unless is not REQUIRED and c.value == c.unless and not src.is_expr(c.field):
@@ -159,6 +181,11 @@ def emitted(op: OpDef, args: Any, shapes: list[Shape], src: Any) -> tuple[Option
     return render_lowering(op.lowering(args, shapes), src)
 
 
+def is_parameter(op: OpDef, args: Any, shapes: list[Shape]) -> bool:
+    """Whether a node becomes a parameter at its path rather than a module (`Lowering.parameter`)."""
+    return op.lowering(args, shapes).parameter is not None
+
+
 def is_module_call(op: OpDef, args: Any, shapes: list[Shape]) -> bool:
     """Whether a node is a module called on its one input, `{m}({0})` (a link of an nn.Sequential)."""
     low = op.lowering(args, shapes)
@@ -166,4 +193,4 @@ def is_module_call(op: OpDef, args: Any, shapes: list[Shape]) -> bool:
 
 
 __all__ = ["identifier", "Names", "RESERVED", "statement", "resolve", "instantiate", "lowered", "render",
-           "render_lowering", "emitted", "is_module_call", "OPS"]
+           "render_lowering", "emitted", "is_parameter", "is_module_call", "OPS"]

@@ -34,7 +34,7 @@ import re
 from typing import Any, Optional
 
 from . import expr
-from .codegen import RESERVED, Names, emitted, identifier, is_module_call, statement
+from .codegen import RESERVED, Names, emitted, identifier, is_module_call, is_parameter, statement
 from .graph import Graph, Node, Scope, attribute_ref, class_name
 from .ops import OPS
 
@@ -76,24 +76,44 @@ def _module_path(scope_id: str) -> str:
     return ".".join(part for part in scope_id.split(".") if not part.startswith("_"))
 
 
+# Functions of the expression language that are Python's own builtins too, so that an expression calling
+# them can stay an expression in a block class (others, such as `make_divisible`, are written as values).
+_BUILTIN_CALLS = frozenset({"round", "int", "float", "min", "max", "abs"})
+
+
+def _portable(text: str, bindable: set[str]) -> bool:
+    """Whether expression `text` means the same in a block class: every name it reads is a parameter of the
+    block or of the spec (not a variable bound where it stands, such as `in` or `i`), and every function it
+    calls is a Python builtin."""
+    called = set(re.findall(r"([A-Za-z_]\w*)\s*\(", expr.source_of(text)))
+    return expr.names_in(text) <= bindable and called <= _BUILTIN_CALLS
+
+
 class _Source:
     """What an op's `source` function may ask of the emitter for one node."""
 
     def __init__(self, node: Node, cin: str, symbolic: bool, body: "_Body"):
         self.node, self.cin, self.symbolic, self.body = node, cin, symbolic, body
+        # The expressions this node's class can keep; the others are written as this instance's values.  A
+        # node's expressions are in terms of its innermost block instance: inside another instance nested in
+        # this one (in a chain, or scopeless), they mean that block's parameters, not this block's.
+        owner = next((s for s in reversed(node.scopes) if body.graph.scopes[s].block), None)
+        mine = symbolic and body.root is not None and owner == body.root.id
+        bindable = {*body.root.args, *body.graph.params} if mine else set()
+        self.exprs = {path: text for path, text in node.exprs.items() if mine and _portable(text, bindable)}
 
     def is_expr(self, field: Any) -> bool:
         path = field if isinstance(field, tuple) else (field,)
-        return self.symbolic and any(p[:len(path)] == path for p in self.node.exprs)
+        return any(p[:len(path)] == path for p in self.exprs)
 
     def arg(self, field: Any, value: Any) -> str:
         path = field if isinstance(field, tuple) else (field,)
         return self._code(value, path)
 
     def _code(self, value: Any, path: tuple) -> str:
-        if self.symbolic and path in self.node.exprs:
-            text = expr.source_of(self.node.exprs[path]).strip()
-            self.body.names_used.update(expr.names_in(self.node.exprs[path]))
+        if path in self.exprs:
+            text = expr.source_of(self.exprs[path]).strip()
+            self.body.names_used.update(expr.names_in(self.exprs[path]))
             return text if re.fullmatch(r"[A-Za-z_]\w*", text) else f"({text})"
         if isinstance(value, (list, tuple)):
             items = [self._code(v, (*path, i)) for i, v in enumerate(value)]
@@ -128,6 +148,7 @@ class _Body:
         self.chan: dict[str, str] = {}
         self.calls: dict[str, tuple[Optional[str], str]] = {}
         self.holders: set[str] = set()
+        self.parameters: set[str] = set()  # nodes that are a parameter at their path, not a module
         self.units = {n: self.emitter.unit_within(root, n) for n in self.members}
 
     def rel(self, name: str) -> str:
@@ -166,6 +187,8 @@ class _Body:
             shapes = self.graph.input_shapes(n)
             src = _Source(node, self.channels(node.inputs[0]) if node.inputs else "0", self.symbolic, self)
             self.calls[n] = emitted(OPS[node.op], node.args, shapes, src)
+            if is_parameter(OPS[node.op], node.args, shapes):
+                self.parameters.add(n)
             self._note_channels(node, src)
         attached: set[str] = set()
         for n in self.members:  # attach in declaration order: the state_dict's order
@@ -175,9 +198,9 @@ class _Body:
             attached.add(unit)
             ctor = self.emitter.scope_ctor(self, unit) if unit != n else self.calls[n][0]
             if ctor is not None:
-                self._attach(self.rel(unit), ctor)
+                self._attach(self.rel(unit), ctor, unit in self.parameters)
 
-    def _attach(self, rel: str, ctor: str) -> None:
+    def _attach(self, rel: str, ctor: str, parameter: bool = False) -> None:
         *parents, leaf = rel.split(".")
         base = "self"
         for i, part in enumerate(parents):
@@ -186,7 +209,7 @@ class _Body:
                 self.holders.add(path)
                 self.init.append(_assign(base, part, "nn.Module()"))
             base = attribute_ref(base, part)
-        self.init.append(_assign(base, leaf, ctor))
+        self.init.append(_assign(base, leaf, ctor, parameter))
 
     def forward(self) -> tuple[list[tuple[bool, str]], dict[str, str]]:
         """(train-only?, line) for each call in execution order, and each output node's variable."""
@@ -207,15 +230,15 @@ class _Body:
             else:
                 call, args, train = self.calls[n][1], self.graph.nodes[n].inputs, self.graph.nodes[n].train_only
             name = names.add(self.rel(unit))
-            lines.append((train, statement(name, call, [var[a] for a in args], self.rel(unit))))
+            lines.append((train, statement(name, call, [var[a] for a in args], self.rel(unit), unit in self.parameters)))
             var[n] = name
         return lines, var
 
 
-def _assign(base: str, name: str, ctor: str) -> str:
+def _assign(base: str, name: str, ctor: str, parameter: bool = False) -> str:
     if name.isidentifier() and not keyword.iskeyword(name):
-        return f"{base}.{name} = {ctor}"
-    return f"{base}.add_module({name!r}, {ctor})"
+        return f"{base}.{name} = {ctor}"  # an nn.Parameter assigned to a module is registered as one
+    return f"{base}.{'register_parameter' if parameter else 'add_module'}({name!r}, {ctor})"
 
 
 class _Emitter:

@@ -28,6 +28,9 @@ from .ops import OPS
 # (VGG-16, the largest, needs about 0.6 GiB at batch 1), and it still stops a
 # `out: 10000000` or a 10^12-pixel input long before the machine swaps.
 DEFAULT_MAX_MEMORY = 8 * 2**30
+# A model built on the meta device allocates nothing, but torch still computes each tensor's byte
+# size in 64 bits: past this, its constructor fails with a raw overflow instead of a located error.
+META_MAX_MEMORY = 2**62
 BYTES_PER_VALUE = 4  # fp32
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,

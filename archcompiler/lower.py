@@ -59,15 +59,17 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
             built[node.id] = lowered(OPS[node.op], node.args, graph.input_shapes(node.id))
-    model = _model_class(graph, {k: v.call for k, v in built.items()})()
+    model = _model_class(graph, {k: v.call for k, v in built.items()}, {k for k, v in built.items() if v.parameter})()
     for node_id, low in built.items():
         if low.module is not None:
-            _attach(model, node_id, low.module)
+            _attach(model, node_id, low.module, low.parameter)
     model.graph = graph
     return model
 
 
-def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
+def _attach(root: nn.Module, path: str, module: Any, parameter: bool = False) -> None:
+    """Put `module` at dotted `path` (containers made on the way); a `parameter` is registered there
+    as a parameter of the enclosing module (state_dict key `path`), not as a submodule."""
     *parents, leaf = path.split(".")
     here = root
     for name in parents:
@@ -76,11 +78,15 @@ def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
             child = Container()
             here.add_module(name, child)
         here = child
-    here.add_module(leaf, module)
+    if parameter:
+        here.register_parameter(leaf, module)
+    else:
+        here.add_module(leaf, module)
 
 
-def _model_class(graph: Graph, calls: dict[str, str]) -> type:
-    """A subclass of CompiledModel with forward and _forward_all generated for `graph`."""
+def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str]) -> type:
+    """A subclass of CompiledModel with forward and _forward_all generated for `graph`; the nodes in
+    `parameters` are parameters at their paths, not modules."""
     class_name = python_class_name(graph.name)
     names = _variable_names(graph)
     outputs = list(graph.outputs.values())
@@ -90,7 +96,8 @@ def _model_class(graph: Graph, calls: dict[str, str]) -> type:
     if not graph.outputs_as_dict:
         namespace[tuple_name] = collections.namedtuple(tuple_name, [o.name for o in outputs])
         namespace[f"{class_name}EvalOutputs"] = collections.namedtuple(f"{class_name}EvalOutputs", eval_names)
-    source = _forward_source(graph, names, calls, class_name) + "\n" + _forward_all_source(graph, names, calls)
+    source = (_forward_source(graph, names, calls, parameters, class_name) + "\n"
+              + _forward_all_source(graph, names, calls, parameters))
     filename = f"<archc:{graph.name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), namespace)  # our own generated code; spec text never reaches it
@@ -111,12 +118,13 @@ def _variable_names(graph: Graph) -> dict[str, str]:
     return {INPUT: "x", **{node_id: names.add(node_id) for node_id in graph.nodes}}
 
 
-def _line(graph: Graph, node_id: str, names: dict[str, str], calls: dict[str, str]) -> str:
+def _line(graph: Graph, node_id: str, names: dict[str, str], calls: dict[str, str], parameters: set[str]) -> str:
     node = graph.nodes[node_id]
-    return statement(names[node_id], calls[node_id], [names[i] for i in node.inputs], node.id)
+    return statement(names[node_id], calls[node_id], [names[i] for i in node.inputs], node.id, node_id in parameters)
 
 
-def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], class_name: str) -> str:
+def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], parameters: set[str],
+                    class_name: str) -> str:
     order = graph.order()
     live = [n for n in order if not graph.nodes[n].train_only]
     train = [n for n in order if graph.nodes[n].train_only]
@@ -128,7 +136,7 @@ def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], 
             last_use[i] = n
     lines = ["def forward(self, x):"]
     for n in live:
-        lines.append("    " + _line(graph, n, names, calls))
+        lines.append("    " + _line(graph, n, names, calls, parameters))
         dead = [i for i in dict.fromkeys(graph.nodes[n].inputs) if last_use.get(i) == n and i not in keep]
         if dead:
             lines.append("    " + "; ".join(f"{names[i]} = None" for i in dead))
@@ -143,16 +151,16 @@ def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], 
     eval_outs = [o for o in outputs if not o.train_only]
     if len(outputs) > len(eval_outs):
         lines.append("    if self.training:")
-        lines.extend("        " + _line(graph, n, names, calls) for n in train)
+        lines.extend("        " + _line(graph, n, names, calls, parameters) for n in train)
         lines.append(f"        return {result(outputs, class_name + 'Outputs')}")
     lines.append(f"    return {result(eval_outs, class_name + 'EvalOutputs')}")
     return "\n".join(lines) + "\n"
 
 
-def _forward_all_source(graph: Graph, names: dict[str, str], calls: dict[str, str]) -> str:
+def _forward_all_source(graph: Graph, names: dict[str, str], calls: dict[str, str], parameters: set[str]) -> str:
     lines = ["def _forward_all(self, x):", "    values = {}"]
     for n in graph.order():
-        lines.append("    " + _line(graph, n, names, calls))
+        lines.append("    " + _line(graph, n, names, calls, parameters))
         lines.append(f"    values[{n!r}] = {names[n]}")
     lines.append("    return values")
     return "\n".join(lines) + "\n"

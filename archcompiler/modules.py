@@ -125,3 +125,95 @@ class RBF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.unsqueeze(1) - self.prototypes).pow(2).sum(-1)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map: torchvision's `LayerNorm2d` (ConvNeXt).
+
+    The map is permuted to NHWC, normalised over C (`weight` and `bias` of shape (C,)), and
+    permuted back.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    """`torch.permute(x, dims)`, `dims` including the batch (torchvision.ops.misc.Permute)."""
+
+    def __init__(self, dims: Sequence[int]):
+        super().__init__()
+        self.dims = list(dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class Reshape(nn.Module):
+    """Each sample reshaped to `shape` (one size may be -1); the batch dimension is kept."""
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle, as torchvision's ShuffleNetV2 writes it: the channels seen as
+    (groups, C / groups), transposed.  (torch.nn.ChannelShuffle computes the same but does not
+    export to ONNX.)"""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.size()
+        x = x.view(batch, self.groups, channels // self.groups, height, width)
+        x = torch.transpose(x, 1, 2).contiguous()
+        return x.view(batch, -1, height, width)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+def stochastic_depth(x: torch.Tensor, p: float, mode: str, training: bool = True) -> torch.Tensor:
+    """torchvision.ops.stochastic_depth: in training, drop whole samples (`row`) or the whole batch
+    (`batch`) with probability `p`, scaling what survives by 1 / (1 - p); the identity otherwise."""
+    if not training or p == 0.0:
+        return x
+    survival_rate = 1.0 - p
+    if mode == "row":
+        size = [x.shape[0]] + [1] * (x.ndim - 1)
+    else:
+        size = [1] * x.ndim
+    noise = torch.empty(size, dtype=x.dtype, device=x.device)
+    noise = noise.bernoulli_(survival_rate)
+    if survival_rate > 0.0:
+        noise.div_(survival_rate)
+    return x * noise
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth: `stochastic_depth` in training mode, the identity in eval."""
+
+    def __init__(self, p: float, mode: str = "row"):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return stochastic_depth(x, self.p, self.mode, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"

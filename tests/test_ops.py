@@ -16,6 +16,17 @@ from conftest import make_spec
 
 # op -> (input shape, body) of a tiny spec whose last layer `out` is that op
 TINY = {
+    "hardswish": ((3, 7, 6), "out: hardswish"),
+    "hardsigmoid": ((3, 7, 6), "out: hardsigmoid"),
+    "layernorm2d": ((3, 7, 6), "out: {layernorm2d: {eps: 1.0e-6}}"),
+    "layernorm": ((3, 7, 6), "out: {layernorm: {eps: 1.0e-6}}"),
+    "permute": ((3, 7, 6), "out: {permute: {dims: [1, 2, 0]}}"),
+    "reshape": ((3, 7, 6), "out: {reshape: {shape: [3, -1]}}"),
+    "chunk": ((4, 7, 6), "out: {chunk: {n: 2, index: 1}}"),
+    "channel_shuffle": ((4, 7, 6), "out: {channel_shuffle: {groups: 2}}"),
+    "stochastic_depth": ((3, 7, 6), "out: {stochastic_depth: {p: 0.2}}"),
+    "layer_scale": ((3, 7, 6), "out: {layer_scale: {init: 0.5}}"),
+    "mul": ((3, 7, 6), "g: global_avgpool\nout: {mul: null, act: relu, from: [input, g]}"),
     "conv": ((3, 7, 6), "out: {conv: {out: 4, k: 3, s: 2, pad: 1, norm: true, act: relu}}"),
     "maxpool": ((3, 7, 6), "out: {maxpool: {k: 3, s: 2, ceil: true}}"),
     "avgpool": ((3, 7, 6), "out: {avgpool: {k: 3, s: 2, pad: 1}}"),
@@ -49,6 +60,14 @@ TINY = {
 
 # ops whose lowered value is a fixed torch function of the input
 REFERENCE = {
+    "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+    "layernorm2d": lambda x: F.layer_norm(x.permute(0, 2, 3, 1), (3,), eps=1e-6).permute(0, 3, 1, 2),
+    "layernorm": lambda x: F.layer_norm(x, (6,), eps=1e-6),
+    "permute": lambda x: x.permute(0, 2, 3, 1), "reshape": lambda x: x.reshape(2, 3, -1),
+    "chunk": lambda x: x.chunk(2, 1)[1],
+    "channel_shuffle": lambda x: x.view(2, 2, 2, 7, 6).transpose(1, 2).reshape(2, 4, 7, 6),
+    "stochastic_depth": lambda x: x, "layer_scale": lambda x: x * 0.5,
+    "mul": lambda x: F.relu(x * x.mean((2, 3), keepdim=True)),
     "maxpool": lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True),
     "avgpool": lambda x: F.avg_pool2d(x, 3, 2, 1),
     "adaptive_avgpool": lambda x: F.adaptive_avg_pool2d(x, (2, 3)),

@@ -19,9 +19,10 @@ from .registry import (ACTIVATIONS, CATEGORIES, POINTWISE, REQUIRED, ActName, Ar
                        spec_ops, weighted_families)
 from .conv import ConvArgs, NormArgs, conv_padding  # noqa: E402  (each family registers its ops on import)
 from .pool import AdaptivePoolArgs, AvgPoolArgs, PoolArgs  # noqa: E402
-from .norm import BatchNormArgs, LRNArgs  # noqa: E402
+from .norm import BatchNormArgs, LayerNormArgs, LRNArgs  # noqa: E402
 from . import act as _act  # noqa: E402,F401
-from .dense import DropoutArgs, LinearArgs, ScaleArgs, SoftmaxArgs  # noqa: E402
+from .dense import (ChannelShuffleArgs, ChunkArgs, DropoutArgs, FlattenArgs, LayerScaleArgs, LinearArgs,  # noqa: E402
+                    PermuteArgs, ReshapeArgs, ScaleArgs, SoftmaxArgs, StochasticDepthArgs)
 from .lenet import RBFArgs, SubsampleArgs, rbf_prototypes  # noqa: E402
 from .join import JoinArgs  # noqa: E402
 
@@ -30,6 +31,7 @@ __all__ = [
     "InChannels", "Kw", "Lowered", "Lowering", "NoArgs", "OpDef", "OPS", "Pair", "PaperRole", "Ref", "Shape",
     "ShapeError", "Window", "act_call", "counted_ops", "counting_convention", "fmt_shape", "join_op", "pair",
     "register", "spec_ops", "weighted_families", "ConvArgs", "NormArgs", "conv_padding", "AdaptivePoolArgs",
-    "AvgPoolArgs", "PoolArgs", "BatchNormArgs", "LRNArgs", "DropoutArgs", "LinearArgs", "ScaleArgs", "SoftmaxArgs",
-    "RBFArgs", "SubsampleArgs", "rbf_prototypes", "JoinArgs",
+    "AvgPoolArgs", "PoolArgs", "BatchNormArgs", "LayerNormArgs", "LRNArgs", "ChannelShuffleArgs", "ChunkArgs",
+    "DropoutArgs", "FlattenArgs", "LayerScaleArgs", "LinearArgs", "PermuteArgs", "ReshapeArgs", "ScaleArgs",
+    "SoftmaxArgs", "StochasticDepthArgs", "RBFArgs", "SubsampleArgs", "rbf_prototypes", "JoinArgs",
 ]

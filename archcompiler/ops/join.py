@@ -1,4 +1,5 @@
-"""Joins: concat and add over several inputs (`from: [a, b]`), and the joins the concat / add / residual containers make."""
+"""Joins: concat, add and mul over several inputs (`from: [a, b]`), and the joins the concat / add / mul / residual
+containers make."""
 
 from __future__ import annotations
 
@@ -31,8 +32,32 @@ def _add_infer(a: JoinArgs, shapes: list[Shape]) -> Shape:
     return shapes[0]
 
 
+def _mul_infer(a: JoinArgs, shapes: list[Shape]) -> Shape:
+    # Broadcasting per sample: each axis has one size among the inputs, or 1.  The ranks must agree, or the
+    # batch dimension of one input would line up with a sample axis of another.
+    got = ", ".join(fmt_shape(s) for s in shapes)
+    if any(len(s) != len(shapes[0]) for s in shapes):
+        raise ShapeError(f"mul needs inputs with the same number of axes, got {got}; reshape one of them")
+    out = []
+    for axis, sizes in enumerate(zip(*shapes)):
+        if len(set(sizes) - {1}) > 1:
+            raise ShapeError(f"mul cannot broadcast {got}: axis {axis} has sizes {', '.join(map(str, sizes))}; "
+                             "each axis needs one size, or 1")
+        out.append(max(sizes))
+    return tuple(out)
+
+
+def _mul_channels(a: JoinArgs, ins: list[str], shapes: list[Shape], src: object) -> str:
+    widest = max(s[0] for s in shapes)
+    return next(c for c, s in zip(ins, shapes) if s[0] == widest)
+
+
 def _add_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
     return Lowering(None, act_call(a.act, " + ".join("{%d}" % i for i in range(len(shapes)))))
+
+
+def _mul_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
+    return Lowering(None, act_call(a.act, " * ".join("{%d}" % i for i in range(len(shapes)))))
 
 
 def _residual_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
@@ -56,5 +81,9 @@ register(OpDef("concat", JoinArgs, "join", _concat_infer, _join_label("concat"),
 register(OpDef("add", JoinArgs, "join", _add_infer, _join_label("add"), _add_lowering, arity=None,
                doc="the sum of its inputs, of one shape, then `act` (`from: [a, b]`; also the `add` container's join)",
                container="add", join_name="add"))
+register(OpDef("mul", JoinArgs, "join", _mul_infer, _join_label("mul"), _mul_lowering, arity=None,
+               doc="the elementwise product of its inputs, broadcast per axis (C x H x W times C x 1 x 1: "
+                   "squeeze-and-excitation gating), then `act` (`from: [a, b]`; also the `mul` container's join)",
+               channels=_mul_channels, container="mul", join_name="mul"))
 register(OpDef("residual_add", JoinArgs, "join", _add_infer, _join_label("residual add"), _residual_lowering,
                arity=2, internal=True, container="residual", join_name="add"))

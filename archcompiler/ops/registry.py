@@ -51,6 +51,9 @@ ACTIVATIONS: dict[str, tuple[str, str]] = {
     "silu": ("nn.SiLU", "F.silu({})"),
     "sigmoid": ("nn.Sigmoid", "torch.sigmoid({})"),
     "tanh": ("nn.Tanh", "torch.tanh({})"),
+    # MobileNetV3's piecewise-linear activations
+    "hardswish": ("nn.Hardswish", "F.hardswish({})"),
+    "hardsigmoid": ("nn.Hardsigmoid", "F.hardsigmoid({})"),
     # LeCun's squashing function (LeNet-5)
     "scaled_tanh": ("ScaledTanh", "1.7159 * torch.tanh({} * (2.0 / 3.0))"),
 }
@@ -144,11 +147,21 @@ class Lowering:
 
     `call` is a template: `{m}` is the module, `{0}`, `{1}` ... the inputs, `{args}` all of them
     comma-separated, and `{NAME}` the `consts` of that name.
+
+    `parameter`, instead of a module: a `Construct` that makes a tensor, which becomes a trainable
+    `nn.Parameter` attached at the node's own path, an attribute of the enclosing module rather
+    than a submodule (torchvision's ConvNeXt `layer_scale`: state_dict key `features.1.0.layer_scale`);
+    `{m}` in the call is then that parameter.
     """
 
     module: Optional[Construct]
     call: str = "{m}({0})"
     consts: dict[str, Const] = field(default_factory=dict)
+    parameter: Optional[Construct] = None
+
+    def __post_init__(self) -> None:
+        if self.module is not None and self.parameter is not None:
+            raise TypeError("a lowering is a module or a parameter, not both")
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,7 @@ class Lowered:
 
     module: Any
     call: str
+    parameter: bool = False  # `module` is an nn.Parameter, attached at the node's path (see `Lowering.parameter`)
 
 
 # ---------------------------------------------------------------------------
