@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 from .graph import INPUT, Graph
 from .ops import OPS, Shape, counting_convention
+from .ops.registry import _pointwise
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Row:
     train_only: bool
     rf: tuple[int, int] = (1, 1)  # receptive field (h, w) in input pixels
     jump: tuple[int, int] = (1, 1)  # input pixels between adjacent output units
+    kernel: Optional[tuple[int, int]] = None  # a windowed layer's kernel (h, w); None for the rest
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,12 @@ def analyze(graph: Graph, batch: int = 1) -> Report:
                 scope_id not in scope_runs_in_eval, *fields[scope.output],
             ))
         params, buffers, macs, acts = per_node[node.id]
+        op = OPS[node.op]
+        kernel = (tuple(op.window(node.args, graph.input_shapes(node.id))[0])
+                  if op.window is not _pointwise else None)
         rows.append(Row(
-            node.id, "layer", node.op, OPS[node.op].label(node.args), len(node.scopes) + 1, node.shape,
-            params, buffers, macs, acts, node.train_only, *fields[node.id],
+            node.id, "layer", node.op, op.label(node.args), len(node.scopes) + 1, node.shape,
+            params, buffers, macs, acts, node.train_only, *fields[node.id], kernel,
         ))
 
     live = [n for n in graph.nodes.values() if not n.train_only]

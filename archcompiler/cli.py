@@ -21,13 +21,48 @@ import typer
 from .artifacts import check_target, write_file, write_files
 from .errors import UserError, shorten
 
+
+class _Archc(typer.core.TyperGroup):
+    """The command group: every usage error (a missing argument, an unknown option) is one line,
+    `archc: error: MESSAGE (hint: ...)`, on stderr with exit status 2, like archc's own option errors."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        from typer._click import exceptions as click
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.NoArgsIsHelpError as exc:  # `archc` alone: the help
+            exc.show()
+            sys.exit(0)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "archc"
+            typer.echo(shorten(f"archc: error: {exc.format_message()} (hint: see '{command} -h')", 600), err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            typer.echo(f"archc: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("archc: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def format_help(self, ctx: Any, formatter: Any) -> Any:
+        _types_in_words(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="archc",
+    cls=_Archc,
     help="Compile declarative YAML specs of convolutional networks: validate them, infer every shape, "
-    "count parameters and multiply-adds, draw them, and build runnable torch.nn.Modules.",
+    "count parameters and multiply-adds, draw them, and build runnable torch.nn.Modules.\n\n"
+    "Example: archc summary resnet18 --depth 1",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 SPEC_ARG = typer.Argument(..., help="Path of the spec file (YAML), e.g. specs/googlenet.yaml, or a zoo model's "
@@ -46,7 +81,8 @@ def _user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            typer.echo(str(exc), err=True)
+            located = getattr(exc, "loc", None) is not None  # a spec's error: PATH:LINE:COL: error: ...
+            typer.echo(str(exc) if located else f"archc: {exc}", err=True)
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
@@ -61,19 +97,55 @@ def _user_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"archc {__version__}")
+        raise typer.Exit(0)
+
+
+# What the help shows for an option's value, in words (typer's own are Python types: `<list[str]>`).
+_TYPE_WORDS = {"int": "N", "float": "NUMBER", "Path": "PATH", "str": "TEXT", "list[str]": "TEXT",
+               "list[Path]": "PATH", "bool": ""}
+
+
+def _types_in_words(group: Any, ctx: Any) -> None:
+    """Give every option and argument of every command a metavar in words; flags get none."""
+    from typer.core import TyperArgument
+
+    for command in [group, *getattr(group, "commands", {}).values()]:
+        for param in [*command.params, command.get_help_option(ctx)]:
+            if param is None:
+                continue
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif isinstance(param, TyperArgument):
+                param.metavar = param.metavar or param.name.upper()
+                word = _TYPE_WORDS.get(param.bare_type(), "TEXT")
+                param.display_type_rich = lambda ctx, word=word: word  # `<path>` -> PATH
+            elif param.metavar is None:
+                kind = param.bare_type()
+                param.metavar = _TYPE_WORDS.get(kind, kind.upper())
+
+
 @app.callback()
 @_user_errors
 def _load_plugins(
+    ctx: typer.Context,
     plugin: Optional[List[str]] = typer.Option(
         None, "--plugin", metavar="MODULE",
         help="Import this plugin module (one that registers its own ops, see docs/extending.md) before the "
         "command runs; repeatable. Installed plugins (entry points in 'archc.ops') and the modules named in "
         "ARCHC_PLUGINS (comma-separated) are loaded too.",
     ),
+    version: bool = typer.Option(False, "--version", "-V", callback=_show_version, is_eager=True,
+                                 help="Print archc's version and exit."),
 ) -> None:
     """Compile declarative YAML specs of convolutional networks."""
     from .plugins import load_plugins
 
+    _types_in_words(ctx.command, ctx)  # before a command's --help is shown
     load_plugins(plugin or ())
 
 
@@ -142,15 +214,64 @@ def _console():
     return Console(stderr=True)
 
 
+class Steps:
+    """A long command's steps as rich progress on stderr, shown once it has run `delay` seconds.
+
+    Only on a terminal (unless `console` says otherwise); transient, so nothing stays behind.
+    """
+
+    def __init__(self, total: int, delay: float = 1.0, console: Any = None):
+        import threading
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = console or _console()
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+                                 disable=not console.is_terminal)
+        self.task = self.progress.add_task("starting", total=total)
+        self.timer = threading.Timer(delay, self.progress.start)
+        self.timer.daemon = True
+
+    def __enter__(self) -> "Steps":
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.timer.cancel()
+        self.timer.join()
+        self.progress.stop()
+
+    def step(self, text: str) -> Any:
+        """A context for one step: its description while it runs, one more done when it ends."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def running():
+            self.progress.update(self.task, description=text)
+            yield
+            self.progress.advance(self.task)
+
+        return running()
+
+
 @app.command()
 @_user_errors
 def check(spec: Path = SPEC_ARG, set_: Optional[List[str]] = SET_OPT,
           max_memory: Optional[str] = MAX_MEMORY_OPT) -> None:
-    """Validate SPEC, infer every layer's output shape and check that it fits --max-memory (no torch)."""
+    """Validate SPEC, infer every layer's output shape and check that it fits --max-memory (no torch).
+
+    Example: archc check specs/googlenet.yaml --set num_classes=10
+    """
     graph = _graph(spec, set_, max_memory=max_memory)
     outs = ", ".join(f"{o.name} {'x'.join(map(str, graph.nodes[o.node].shape))}" for o in graph.outputs.values())
-    typer.echo(f"{spec}: ok: {graph.name}, {len(graph.nodes)} layers, {len(graph.scopes)} blocks and groups; "
-               f"outputs: {outs}")
+    typer.echo(f"{spec}: ok: {graph.name}, {plural(len(graph.nodes), 'layer')}, "
+               f"{plural(len(graph.scopes), 'block or group', 'blocks and groups')}; outputs: {outs}")
+
+
+def plural(n: int, one: str, many: Optional[str] = None) -> str:
+    """`1 layer`, `2 layers`; `many` where the plural is not one + s."""
+    return f"{n:,} {one}" if n == 1 else f"{n:,} {many or one + 's'}"
 
 
 INPUT_OPT = typer.Option(None, "--input", help="Replace the spec's input shape, e.g. --input 3,448,448 (C,H,W).",
@@ -181,10 +302,20 @@ def _counting_doc(command: Callable) -> Callable:
 @_counting_doc
 def summary(
     spec: Path = SPEC_ARG,
-    format: str = typer.Option("table", "--format", "-f", help="table, json, csv or markdown."),
-    depth: Optional[str] = typer.Option(None, "--depth", "-d",
-                                        help="Fold rows nested deeper than N into their block's row (default: show all)."),
+    format: str = typer.Option("table", "--format", "-f", help="table, json, csv, markdown or latex (booktabs)."),
+    depth: Optional[str] = typer.Option(None, "--depth", "-d", metavar="N",
+                                        help="Fold rows nested deeper than N into their block's row, or 'full' "
+                                        "for every layer (default: the table and Markdown show every row down to "
+                                        "the outermost block instances; JSON and CSV show every row)."),
     units: str = typer.Option("raw", "--units", help="raw (exact integers) or si (13.0M, 1.50G, 52.0 MB)."),
+    columns: Optional[str] = typer.Option(None, "--columns", "-c", metavar="LIST",
+                                          help="The table's columns, comma-separated, from: op, output, kernel, "
+                                          "params, params_percent, buffers, macs, act, rf; torchinfo's ids "
+                                          "output_size, num_params, mult_adds, kernel_size work too, e.g. "
+                                          "--columns output_size,num_params,mult_adds. Default: all but kernel "
+                                          "and params_percent, fitted to the terminal's width."),
+    count_as: str = typer.Option("macs", "--count", metavar="macs|flops",
+                                 help="Count multiply-accumulates (MACs) or FLOPs (= 2 x MACs, labelled FLOPs)."),
     input_: Optional[str] = INPUT_OPT,
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size: scales MACs and activation memory."),
     paper: bool = typer.Option(False, "--paper", help="The papers' table form (GoogLeNet's Table 1): one row per "
@@ -200,6 +331,8 @@ def summary(
     Static (no torch, no forward pass). MACs are multiply-accumulates of
     {counted} layers, the quantity fvcore calls flops; BatchNorm,
     pooling, activations and adds count zero. See docs/summaries.md.
+
+    Example: archc summary resnet18 --units si --columns output_size,num_params,mult_adds
     """
     from . import report
     from .analysis import analyze
@@ -216,30 +349,53 @@ def summary(
 
         graph = select_outputs(graph, [name.strip() for name in outputs.split(",") if name.strip()])
     rep = analyze(graph, batch=batch)
-    d = _depth(depth)
+    report.measure(count_as)  # refuses anything but macs or flops
+    cols = report.parse_columns(columns)
+    d = _depth(depth) if depth is not None else (report.MODULES if format in ("table", "markdown", "latex") else None)
     if paper:
         from . import paper as paper_table
 
         table = paper_table.paper_table(graph, rep)
         renderers = {"table": paper_table.to_table, "json": paper_table.to_json, "csv": paper_table.to_csv,
-                     "markdown": paper_table.to_markdown}
+                     "markdown": paper_table.to_markdown, "latex": paper_table.to_latex}
         out = renderers[format](table, units)
     elif format == "table":
-        out = report.to_table(rep, d, units)
+        width = _width()
+        _print(report.to_table(rep, d, units, width=width, columns=cols, count_as=count_as), width)
+        return
     else:
-        out = {"json": lambda: report.to_json(rep, d), "csv": lambda: report.to_csv(rep, d),
-               "markdown": lambda: report.to_markdown(rep, d, units)}[format]()
+        out = {"json": lambda: report.to_json(rep, d, count_as), "csv": lambda: report.to_csv(rep, d, count_as),
+               "markdown": lambda: report.to_markdown(rep, d, units, count_as),
+               "latex": lambda: report.to_latex(rep, d, units, count_as)}[format]()
     _print(out)
 
 
-def _print(out: Any) -> None:
-    """Write a string as is, or a rich renderable as wide as it needs when piped."""
+PIPED_WIDTH = 100  # the table's width when stdout is not a terminal and COLUMNS is not set
+
+
+def _width() -> int:
+    """The width to fit tables to: COLUMNS if set, else the terminal's, else PIPED_WIDTH."""
+    import os
+
+    text = os.environ.get("COLUMNS", "").strip()
+    if text.isascii() and text.isdigit() and 20 <= int(text) <= 10_000:
+        return int(text)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((PIPED_WIDTH, 24)).columns
+    return PIPED_WIDTH
+
+
+def _print(out: Any, width: Optional[int] = None) -> None:
+    """Write a string as is, or a rich renderable: `width` wide, or as wide as it needs when piped."""
     if isinstance(out, str):
         sys.stdout.write(out + ("" if out.endswith("\n") else "\n"))
         return
     from rich.console import Console
     from rich.measure import Measurement
 
+    if width is not None:
+        Console(width=width).print(out)
+        return
     console = Console()
     if not console.is_terminal:  # piped into a file: as wide as the table needs, never squeezed
         wide = Console(width=10_000)
@@ -257,9 +413,16 @@ def draw(
                               "block instance or repeat), or 'full' for every layer."),
     expand: Optional[List[str]] = typer.Option(None, "--expand", "-e", help="Open this module (a block instance, "
                                                "repeat or container, by its dotted name); repeatable."),
+    unroll: Optional[List[str]] = typer.Option(None, "--unroll", help="Draw this repeat (or run of identical "
+                                               "block instances, by any of its names) copy by copy; repeatable."),
     block: Optional[str] = typer.Option(None, "--block", help="Draw one block template on its own, every layer "
                                         "(its first instance), the way the papers draw a module."),
     rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)."),
+    annotate: Optional[str] = typer.Option(None, "--annotate", help="Add a line of counts to every box, totals in "
+                                           "the legend: any of params, macs, rf, comma-separated."),
+    dpi: Optional[int] = typer.Option(None, "--dpi", min=10, max=1200, help="Resolution of a PNG (default 96)."),
+    page: Optional[str] = typer.Option(None, "--page", help="A4, A5 or letter: size the figure to that page's "
+                                       "text width, refusing one whose text would then be under 8 pt."),
     input_: Optional[str] = INPUT_OPT,
     max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
@@ -267,22 +430,33 @@ def draw(
     """Draw SPEC with Graphviz: one box per module, tensor shapes on the edges, colours by op kind.
 
     Modules (block instances, repeats, concat/add/residual containers) are
-    boxes at the chosen depth and labelled clusters when opened; plain
-    chains are dashed lanes. No torch.
+    boxes at the chosen depth and labelled clusters when opened; a repeat,
+    or a run of identical blocks, stays one box until --unroll opens it.
+    Branches keep the spec's order left to right. No torch.
     """
-    from .draw import FORMATS, render
+    from .draw import ANNOTATIONS, FORMATS, render, repeat_runs
 
     fmt = output.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise UserError(f"cannot tell the format of '{output}'", hint=f"end the file name in .{', .'.join(FORMATS)}")
     if rankdir not in ("TB", "LR"):
         raise UserError(f"--rankdir must be TB or LR, got '{shorten(rankdir)}'")
+    counts = [part.strip() for part in (annotate or "").split(",") if part.strip()]
+    for part in counts:
+        if part not in ANNOTATIONS:
+            raise UserError(f"--annotate takes {', '.join(ANNOTATIONS)}, got '{shorten(part)}'")
     graph = _graph(spec, set_, parse_input(input_), max_memory)
     unknown = [name for name in expand or () if name not in graph.scopes]
     if unknown:
         raise UserError(f"--expand {unknown[0]}: '{graph.name}' has no module of that name",
                         hint="use a dotted name from `archc summary`, e.g. " + next(iter(graph.scopes), "stage"))
-    data = render(graph, fmt, _depth(depth), rankdir, expand or (), block)
+    folded = {m for members in repeat_runs(graph).values() for m in members}
+    folded |= {s.id for s in graph.scopes.values() if s.parent in folded}
+    for name in unroll or ():
+        if name not in folded:
+            raise UserError(f"--unroll {name}: '{graph.name}' has no repeat of that name",
+                            hint="its repeats are: " + (", ".join(sorted(repeat_runs(graph))) or "none"))
+    data = render(graph, fmt, _depth(depth), rankdir, expand or (), block, unroll or (), counts, dpi, page)
     write_file(output, data)
     typer.echo(f"wrote {output}")
 
@@ -326,6 +500,8 @@ def build(
     for.  They are written together: on any error nothing in the directory
     changes.  Other files in it are left as they are.  --weights loads a
     checkpoint first; --save writes the weights.
+
+    Example: archc build resnet50 --set num_classes=10 --emit python -o build/r50
     """
     from . import report
     from .analysis import analyze
@@ -343,39 +519,40 @@ def build(
         check_target(out_dir, directory=True)
     if save is not None:
         check_target(save)
-    console = _console()
-    with console.status("validating and inferring shapes"):
-        graph = _graph(spec, set_, max_memory=max_memory)
-        # The self-check's batch needs more than the one sample `_graph` checked.
-        check_memory(graph, _memory_limit(max_memory), batch)
-        rep = analyze(graph)
-    with console.status(f"building {graph.name} ({rep.total_params:,} parameters)"):
-        from .lower import lower, shape_mismatches
+    with Steps(4 + (weights is not None)) as steps:
+        with steps.step("validating and inferring shapes"):
+            graph = _graph(spec, set_, max_memory=max_memory)
+            # The self-check's batch needs more than the one sample `_graph` checked.
+            check_memory(graph, _memory_limit(max_memory), batch)
+            rep = analyze(graph)
+        with steps.step(f"building {graph.name} ({plural(rep.total_params, 'parameter')})"):
+            from .lower import lower, shape_mismatches
 
-        model = lower(graph, seed=seed)
-    if weights is not None:
-        from .checkpoints import load_weights
+            model = lower(graph, seed=seed)
+        if weights is not None:
+            from .checkpoints import load_weights
 
-        with console.status(f"loading {weights}"):
-            load_weights(model, weights)
-    with console.status(f"checking a forward pass on a batch of {batch}"):
-        mismatches = shape_mismatches(model, batch)
-    if mismatches:
-        for node, inferred, runtime in mismatches:
-            typer.echo(f"shape mismatch at '{node}': inferred {inferred}, ran {runtime}", err=True)
-        raise RuntimeError(f"{len(mismatches)} runtime shapes differ from the inferred ones")
-    runtime_params = sum(p.numel() for p in model.parameters())
-    if runtime_params != rep.total_params:
-        raise RuntimeError(f"static parameter count {rep.total_params} != compiled model's {runtime_params}")
-    fmt = "svg" if shutil.which("dot") else "dot"
-    files = {
-        "summary.json": report.to_json(rep).encode(),
-        f"{graph.name}.{fmt}": render(graph, fmt),
-        "forward.py": model.code.encode(),
-    }
-    for kind in dict.fromkeys(emit or ()):
-        with console.status(f"writing {kind}"):
-            files[graph.name + EMIT_FORMATS[kind]] = _emitted(model, kind, spec)
+            with steps.step(f"loading {weights}"):
+                load_weights(model, weights)
+        with steps.step(f"checking a forward pass on a batch of {batch}"):
+            mismatches = shape_mismatches(model, batch)
+        if mismatches:
+            for node, inferred, runtime in mismatches:
+                typer.echo(f"shape mismatch at '{node}': inferred {inferred}, ran {runtime}", err=True)
+            raise RuntimeError(f"{plural(len(mismatches), 'runtime shape')} differ from the inferred ones")
+        runtime_params = sum(p.numel() for p in model.parameters())
+        if runtime_params != rep.total_params:
+            raise RuntimeError(f"static parameter count {rep.total_params} != compiled model's {runtime_params}")
+        with steps.step("rendering the diagram and writing " + ", ".join(emit or ()) if emit else
+                        "rendering the diagram"):
+            fmt = "svg" if shutil.which("dot") else "dot"
+            files = {
+                "summary.json": report.to_json(rep).encode(),
+                f"{graph.name}.{fmt}": render(graph, fmt),
+                "forward.py": model.code.encode(),
+            }
+            for kind in dict.fromkeys(emit or ()):
+                files[graph.name + EMIT_FORMATS[kind]] = _emitted(model, kind, spec)
     target = out_dir or Path("build") / graph.name
     write_files(target, files)  # only these files; the rest of the directory stays
     if save is not None:
@@ -383,8 +560,9 @@ def build(
 
         save_weights(model, save)
     typer.echo(
-        f"built {graph.name}: {rep.total_params:,} parameters, {rep.total_macs / 1e9:.3f} GMACs; "
-        f"runtime shapes of all {len(graph.nodes)} layers match the inferred ones; "
+        f"built {graph.name}: {plural(rep.total_params, 'parameter')}, {report.si(rep.total_macs, 'MACs')}; "
+        f"runtime shapes of {'the' if len(graph.nodes) == 1 else 'all'} {plural(len(graph.nodes), 'layer')} "
+        f"{'matches' if len(graph.nodes) == 1 else 'match'} the inferred ones; "
         f"wrote {target}/{{{', '.join(files)}}}" + (f" and the weights to {save}" if save is not None else "")
         + (f"; weights from {weights}" if weights is not None else "")
     )
@@ -395,7 +573,7 @@ def build(
 def diff_command(
     spec_a: Path = typer.Argument(..., help="The first spec (A).", show_default=False),
     spec_b: Path = typer.Argument(..., help="The second spec (B); deltas are B - A.", show_default=False),
-    format: str = typer.Option("table", "--format", "-f", help="table, json or markdown."),
+    format: str = typer.Option("table", "--format", "-f", help="table, json, markdown or latex (booktabs)."),
     max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
@@ -405,10 +583,13 @@ def diff_command(
     ...), so networks with different module names compare directly, e.g.
     specs/inception_v4.yaml against specs/inception_resnet_v2.yaml. --set
     applies to both specs. No torch.
+
+    Example: archc diff inception_v4 inception_resnet_v2 --format markdown
     """
     from . import diff as diffing
 
-    renderers = {"table": diffing.to_table, "json": diffing.to_json, "markdown": diffing.to_markdown}
+    renderers = {"table": diffing.to_table, "json": diffing.to_json, "markdown": diffing.to_markdown,
+                 "latex": diffing.to_latex}
     if format not in renderers:
         raise UserError(f"--format must be one of {', '.join(renderers)}, got '{shorten(format)}'")
     result = diffing.diff(_graph(spec_a, set_, max_memory=max_memory), _graph(spec_b, set_, max_memory=max_memory))
@@ -425,7 +606,9 @@ def list_command(
 
     Each row gives the model's paper, its native input, parameters and GMACs
     (at batch 1 and that input, computed from the spec; no torch), and the
-    spec file it comes from.  Example: archc list --format markdown
+    spec file it comes from.
+
+    Example: archc list --format markdown
     """
     from . import zoo
     from .analysis import analyze
@@ -488,11 +671,26 @@ def _short_paper(paper: str) -> str:
 
 @app.command()
 @_user_errors
-def schema() -> None:
-    """Print the JSON Schema of the spec language (for editor completion and checking)."""
+def schema(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                          help="Write the schema to FILE (atomically) instead of printing it."),
+    builtin_only: bool = typer.Option(False, "--builtin-only", help="Only archc's own ops, not those of loaded "
+                                      "plugins (the schema file committed in schema/ is made so)."),
+) -> None:
+    """Print (or write) the JSON Schema of the spec language, for editor completion and checking.
+
+    Its $id is stable (urn:archc:spec:v1). See docs/editors.md for VS Code.
+
+    Example: archc schema --builtin-only -o schema/archc-spec.schema.json
+    """
     from .spec import json_schema
 
-    typer.echo(json.dumps(json_schema(), indent=2))
+    text = json.dumps(json_schema(builtin_only), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    write_file(output, text.encode())
+    typer.echo(f"wrote {output}")
 
 
 def main() -> None:

@@ -69,6 +69,76 @@ def statement(target: str, call: str, inputs: list[str], module: Optional[str], 
     return f"{target} = " + call.format(*inputs, m=ref, args=", ".join(inputs))
 
 
+def execution_order(graph: Any) -> list[str]:
+    """The order the forward runs nodes in: the spec's (`Graph.order`), except that a train-only node
+    (an auxiliary head's) runs as soon as its inputs exist, so an aux head runs where it branches off
+    the trunk, as in torchvision's GoogLeNet and Inception-v3.  Seeded dropout then draws its masks in
+    the reference's order.  Train-only nodes keep their relative order; the others keep theirs."""
+    from .graph import INPUT
+
+    order = graph.order()
+    pending = [n for n in order if graph.nodes[n].train_only]
+    if not pending:
+        return order
+    done, out = {INPUT}, []
+
+    def flush() -> None:
+        while pending and all(i in done for i in graph.nodes[pending[0]].inputs):
+            done.add(pending[0])
+            out.append(pending.pop(0))
+
+    flush()
+    for n in order:
+        if not graph.nodes[n].train_only:
+            out.append(n)
+            done.add(n)
+            flush()
+    return out
+
+
+def inplace_plan(graph: Any, order: list[str], overwrite: dict[str, dict[int, str]], keep: set[str]) -> dict[str, int]:
+    """For each node that may write its result into one of its inputs, which input (its `overwrite` key).
+
+    Execution runs `order` (every node, train-only ones included, so that a value an auxiliary head reads
+    later is never overwritten in either mode).  Node N may overwrite input X when:
+
+    1. X is not the network's input (the caller's tensor), not an output (`keep`), and N is X's last use,
+       reading it once;
+    2. X's producer makes a fresh tensor (`Autograd.fresh`: no view of, or alias for, anything alive)
+       and its backward does not read its output (`Autograd.reads_output`: relu's does, BatchNorm's and
+       a plain conv's do not);
+    3. every other consumer of X (all ran earlier) neither reads its inputs in backward (a conv does, so
+       a value a conv also took is never overwritten) nor returned a view of X.
+
+    N's own backward never needs X's old value: that is what an `overwrite` template promises (relu_ reads
+    its result, add_ nothing).  So gradients are those of the out-of-place forward, bit for bit.
+    """
+    from .graph import INPUT
+
+    consumers: dict[str, list[str]] = {}
+    for n in order:
+        for i in graph.nodes[n].inputs:
+            consumers.setdefault(i, []).append(n)
+    plan: dict[str, int] = {}
+    for n in order:
+        node = graph.nodes[n]
+        for k, x in enumerate(node.inputs):
+            if k not in overwrite.get(n, {}) or x == INPUT or x in keep or node.inputs.count(x) != 1:
+                continue
+            if consumers[x][-1] != n:
+                continue
+            producer = graph.nodes[x]
+            grad = OPS[producer.op].autograd
+            if not grad.fresh or grad.reads_output(producer.args):
+                continue
+            others = [OPS[graph.nodes[q].op].autograd for q in consumers[x] if q != n]
+            if any(g.reads_inputs or not g.fresh for g in others):
+                continue
+            plan[n] = k
+            break
+    return plan
+
+
 # ---------------------------------------------------------------------------
 # building: the compiled model
 
@@ -99,8 +169,8 @@ def _value(item: Any) -> Any:
     return item
 
 
-def _call_text(low: Lowering, const: Any) -> str:
-    call = low.call
+def _call_text(low: Lowering, const: Any, template: Optional[str] = None) -> str:
+    call = low.call if template is None else template
     for name, c in low.consts.items():
         call = call.replace("{%s}" % name, const(c))
     return call
@@ -112,11 +182,15 @@ def instantiate(low: Lowering) -> Lowered:
     def const(c: Const) -> str:
         return "" if c.unless is not REQUIRED and c.value == c.unless else c.fmt.format(repr(c.value))
 
+    inplace = _call_text(low, const, low.inplace_call) if low.inplace_call is not None else None
+    overwrite = {k: _call_text(low, const, t) for k, t in low.overwrite.items()}
     if low.parameter is not None:
         import torch.nn
 
-        return Lowered(torch.nn.Parameter(_value(low.parameter)), _call_text(low, const), parameter=True)
-    return Lowered(_value(low.module) if low.module is not None else None, _call_text(low, const))
+        return Lowered(torch.nn.Parameter(_value(low.parameter)), _call_text(low, const), parameter=True,
+                       inplace_call=inplace, overwrite=overwrite)
+    return Lowered(_value(low.module) if low.module is not None else None, _call_text(low, const),
+                   inplace_call=inplace, overwrite=overwrite)
 
 
 def lowered(op: OpDef, args: Any, shapes: list[Shape]) -> Lowered:
@@ -173,7 +247,8 @@ def render_lowering(low: Lowering, src: Any) -> tuple[Optional[str], str]:
             return ""
         return c.fmt.format(src.attr(c.field, c.value))
 
-    return ctor, _call_text(low, const)
+    # the op's own trailing activation in place where it can be (always safe: see `Lowering.inplace_call`)
+    return ctor, _call_text(low, const, low.inplace_call)
 
 
 def emitted(op: OpDef, args: Any, shapes: list[Shape], src: Any) -> tuple[Optional[str], str]:
@@ -193,4 +268,4 @@ def is_module_call(op: OpDef, args: Any, shapes: list[Shape]) -> bool:
 
 
 __all__ = ["identifier", "Names", "RESERVED", "statement", "resolve", "instantiate", "lowered", "render",
-           "render_lowering", "emitted", "is_parameter", "is_module_call", "OPS"]
+           "render_lowering", "emitted", "is_parameter", "is_module_call", "execution_order", "inplace_plan", "OPS"]

@@ -257,3 +257,12 @@ def to_json(d: Diff) -> str:
         "notes": [NOTE, counts()],
     }
     return json.dumps(data, indent=2)
+
+
+def to_latex(d: Diff) -> str:
+    """The diff as a booktabs table: stages, then the totals, with the notes under it."""
+    from .report import latex_table
+
+    *stages, total = _cells(d)
+    return latex_table(list(HEADERS), "l" + "r" * (len(HEADERS) - 3) + "ll", stages, total=total,
+                       caption=f"{d.a.name} vs {d.b.name}: {_legend(d)}", notes=(f"{NOTE} {counts()}.",))

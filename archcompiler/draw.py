@@ -1,30 +1,43 @@
 """Shaped `Graph` -> graphviz diagram.
 
-In: a `Graph` after `infer_shapes` and a view: a depth, blocks to open, or
-one block template on its own.  Out: a `graphviz.Digraph` (`diagram`,
-`block_diagram`) or rendered bytes (`render`).
+In: a `Graph` after `infer_shapes` and a view: a depth, blocks to open,
+repeats to unroll, or one block template on its own.  Out: a
+`graphviz.Digraph` (`diagram`, `block_diagram`) or rendered bytes (`render`).
 
 What is a box: the modules of a network are its block instances, its
 `repeat`s and its `concat` / `add` / `residual` containers; at depth N every
-module N levels down is one box (its name, its block and arguments, its
-output shape), `expand` opens chosen ones, and depth None draws every layer.
-A plain chain is never a box, only a dashed cluster around what it holds,
-and opened modules become labelled clusters too, so branches run as
-parallel lanes into their concat or add.  Edges carry the tensor shape that
-flows along them (H x W x C, as the papers write it); an edge into a concat
-also gives the channels it fills, since dot, not the spec, orders the lanes.  Boxes are coloured
-by the registry's op category, with a legend of the colours used; layers
-that run only in training mode are dashed.  No torch; rendering needs
+module N levels down is one box (its block and arguments, its output shape),
+`expand` opens chosen ones, and depth None draws every layer.  A `repeat`, or
+a run of consecutive identical block instances, is one box `block × n` at
+every depth, `full` included, unless `unroll` names it (`repeat_runs`).
+Opened modules are labelled clusters; a plain chain is a dashed frame, and
+inside a branching container not even that, so that the branches can be
+held in the spec's order: the head of each branch goes into one `rank=same`
+row chained by invisible edges (dot keeps those left to right; its second
+crossing pass over clusters is turned off because it would not), with an
+invisible centre point for an even row that the join hangs under.
+Labels say what a paper would say: a name only where the spec gave one (not
+a list position `6`, a scopeless `_1ab` or a `repeat_1`) and only where it
+adds to the title; the dotted name is the SVG tooltip.  Shapes are CxHxW,
+the summary's convention; an edge into a concat also gives the channels it
+fills.  `annotate` adds parameters, MACs and receptive field per box, totals
+in the legend.  Boxes are coloured by the registry's op category, with a
+legend of the colours used; layers that run only in training mode are
+dashed.  `render` takes a PNG's `dpi` and a `page` whose text width the
+figure must fit with its text at least 8 pt.  No torch; rendering needs
 Graphviz's `dot` except for `.dot` output.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import re
 import shutil
 from typing import Iterable, Optional
 
 import graphviz
+import networkx as nx
 
 from .errors import UserError
 from .graph import INPUT, Graph, Scope
@@ -39,8 +52,8 @@ LEGEND = {"block": "module (block, repeat)", **{name: c.legend for name, c in CA
 
 
 def _shape(shape: tuple) -> str:
-    # Papers write maps as HxWxC; vectors as their length.
-    return f"{shape[1]}x{shape[2]}x{shape[0]}" if len(shape) == 3 else fmt_shape(shape)
+    # The summary's convention, CxHxW (a vector: its length), in every figure.
+    return fmt_shape(shape)
 
 
 def is_module(scope: Scope) -> bool:
@@ -53,7 +66,7 @@ def module_title(graph: Graph, scope: Scope) -> str:
     if scope.kind == "repeat":
         copies = [s for s in graph.scopes.values() if s.parent == scope.id]
         first = copies[0] if copies else scope
-        return f"{module_title(graph, first)} x{len(copies)}" if copies else "repeat"
+        return f"{module_title(graph, first)} \u00d7 {len(copies)}" if copies else "repeat"
     if not scope.block:
         return scope.kind
     values = list(scope.args.values())
@@ -66,7 +79,9 @@ def module_title(graph: Graph, scope: Scope) -> str:
 
 def _graph_attrs(title: str, rankdir: str) -> dict:
     return {"rankdir": rankdir, "fontname": "Helvetica", "fontsize": "14", "nodesep": "0.25", "ranksep": "0.3",
-            "label": title, "labelloc": "t"}
+            "label": title, "labelloc": "t",
+            # dot's second crossing pass over clusters would undo the branch rows that hold the spec's order.
+            "remincross": "false"}
 
 
 def _new_digraph(name: str, title: str, rankdir: str) -> graphviz.Digraph:
@@ -77,19 +92,26 @@ def _new_digraph(name: str, title: str, rankdir: str) -> graphviz.Digraph:
 
 
 def diagram(graph: Graph, depth: Optional[int] = 1, rankdir: str = "TB",
-            expand: Iterable[str] = ()) -> graphviz.Digraph:
-    """The network with modules folded at `depth` (None: every layer), `expand` opened."""
+            expand: Iterable[str] = (), unroll: Iterable[str] = (), annotate: Iterable[str] = (),
+            columns: int = 1) -> graphviz.Digraph:
+    """The network with modules folded at `depth` (None: every layer), `expand` opened, repeats folded but `unroll`;
+    `annotate` (any of ANNOTATIONS) adds a line of counts to every box and their totals to the legend; `columns`
+    wraps the boxes, in order, into that many columns side by side (plain chains then lose their frames)."""
     dot = _new_digraph(graph.name, graph.title or graph.name, rankdir)
-    _draw(dot, graph, list(graph.nodes), depth, set(expand), outside=None)
+    expand = set(expand)
+    runs = repeat_runs(graph, set(unroll) | expand)
+    folded = {member: box for box, members in runs.items() for member in members}
+    _draw(dot, graph, list(graph.nodes), depth, expand, outside=None, runs=runs, annotate=tuple(annotate),
+          columns=columns)
     for out in graph.outputs.values():
         name = f"output:{out.name}"
         dot.node(_id(name), f"{out.name}\n{_shape(graph.nodes[out.node].shape)}", fillcolor=PALETTE["io"],
                  style="rounded,filled,dashed" if out.train_only else "rounded,filled")
-        dot.edge(_id(_unit_of(graph, _absorbed(graph, depth).get(out.node, out.node), depth, set(expand))), _id(name))
+        dot.edge(_id(_unit_of(graph, _absorbed(graph, depth).get(out.node, out.node), depth, expand, folded)), _id(name))
     return dot
 
 
-def block_diagram(graph: Graph, block: str, rankdir: str = "TB") -> graphviz.Digraph:
+def block_diagram(graph: Graph, block: str, rankdir: str = "TB", annotate: Iterable[str] = ()) -> graphviz.Digraph:
     """One block template on its own, every layer drawn: its first instance in the network."""
     instances = [s for s in graph.scopes.values() if s.block == block]
     if not instances:
@@ -97,13 +119,51 @@ def block_diagram(graph: Graph, block: str, rankdir: str = "TB") -> graphviz.Dig
         raise UserError(f"'{graph.name}' has no block '{block}' in use",
                         hint=f"its blocks are: {', '.join(used)}" if used else "this spec defines no blocks")
     scope = instances[0]
-    title = f"{module_title(graph, scope)}, as {scope.id} of {graph.title or graph.name}"
+    name = paper_name(scope.id)
+    title = f"{module_title(graph, scope)}, {f'as {name} of' if name else 'in'} {graph.title or graph.name}"
     dot = _new_digraph(f"{graph.name}_{block}", title, rankdir)
-    _draw(dot, graph, scope.nodes, None, set(), outside=scope)
+    dot.attr(tooltip=scope.id)
+    _draw(dot, graph, scope.nodes, None, set(), outside=scope, annotate=tuple(annotate))
     out = graph.nodes[scope.output]
     dot.node("output", f"output\n{_shape(out.shape)}", fillcolor=PALETTE["io"])
     dot.edge(_id(scope.output), "output")
     return dot
+
+
+def repeat_runs(graph: Graph, unroll: set[str] = frozenset()) -> dict[str, list[str]]:
+    """The repeats drawn as one box each: box id -> the scopes it stands for.
+
+    A `repeat` is one box (its own id); so is a run of two or more
+    consecutive identical block instances of one parent (same block,
+    arguments, layers and shapes, each fed by the one before), under the id
+    of its first.  A repeat or run with a scope named in `unroll` is drawn
+    copy by copy.
+    """
+    runs: dict[str, list[str]] = {}
+    siblings: dict[Optional[str], list[Scope]] = {}
+    for scope in graph.scopes.values():
+        siblings.setdefault(scope.parent, []).append(scope)
+        if scope.kind == "repeat" and scope.nodes:
+            runs[scope.id] = [scope.id]
+
+    def signature(scope: Scope) -> tuple:
+        nodes = [graph.nodes[n] for n in scope.nodes]
+        return (scope.block, repr(scope.args), tuple((n.op, repr(n.args), n.shape) for n in nodes))
+
+    for parent, scopes in siblings.items():
+        if parent is not None and graph.scopes[parent].kind == "repeat":
+            continue  # the repeat itself is the box
+        run: list[Scope] = []
+        for scope in scopes + [None]:
+            if (scope is not None and run and scope.block and scope.nodes and signature(scope) == signature(run[-1])
+                    and run[-1].output in graph.nodes[scope.nodes[0]].inputs):
+                run.append(scope)
+                continue
+            if len(run) >= 2:
+                runs[run[0].id] = [s.id for s in run]
+            run = [scope] if scope is not None and scope.block and scope.nodes else []
+    return {box: members for box, members in runs.items()
+            if not unroll & {*members, *(s.id for s in graph.scopes.values() if s.parent in members)}}
 
 
 def _absorbed(graph: Graph, depth: Optional[int]) -> dict[str, str]:
@@ -128,12 +188,15 @@ def _absorbed(graph: Graph, depth: Optional[int]) -> dict[str, str]:
     return absorbed
 
 
-def _unit_of(graph: Graph, node_id: str, depth: Optional[int], expand: set[str]) -> str:
-    """The box a node is drawn in: itself, or its enclosing module at the folding depth."""
+def _unit_of(graph: Graph, node_id: str, depth: Optional[int], expand: set[str],
+             folded: Optional[dict[str, str]] = None) -> str:
+    """The box a node is drawn in: itself, its folded run of repeats, or its enclosing module at the folding depth."""
     if node_id == INPUT:
         return INPUT
     level = 0
     for scope_id in graph.nodes[node_id].scopes:
+        if folded and scope_id in folded:
+            return folded[scope_id]
         scope = graph.scopes[scope_id]
         if not is_module(scope):
             continue
@@ -146,11 +209,14 @@ def _unit_of(graph: Graph, node_id: str, depth: Optional[int], expand: set[str])
 
 
 def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optional[int], expand: set[str],
-          outside: Optional[Scope]) -> None:
+          outside: Optional[Scope], runs: Optional[dict[str, list[str]]] = None, annotate: tuple[str, ...] = (),
+          columns: int = 1) -> None:
     """Boxes, clusters, edges and legend for `node_ids`; inputs from elsewhere are drawn as input boxes."""
     inside = set(node_ids)
     within = _nested(graph, outside) if outside is not None else None
     absorbed = _absorbed(graph, depth)
+    runs = runs or {}
+    folded = {member: box for box, members in runs.items() for member in members}
 
     def lift(scope_id: Optional[str]) -> Optional[str]:
         # Drawing one block: what sits directly in it is drawn at the top level.
@@ -160,16 +226,20 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     members: dict[Optional[str], list[str]] = {}  # enclosing scope -> boxes drawn inside it
     categories: set[str] = set()
     for node_id in node_ids:
-        u = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand)
+        u = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand, folded)
         if node_id in absorbed and u == absorbed[node_id]:
             units[u]["label"] += f" +{graph.nodes[node_id].op}"
             continue
         if u not in units:
-            units[u], parent, category = _box(graph, u)
+            units[u], parent, category = _box(graph, u, runs.get(u))
             categories.add(category)
             if "dashed" in units[u].get("style", ""):
                 categories.add("train_only")
             members.setdefault(lift(parent), []).append(u)
+
+    totals: list[str] = []
+    if annotate:
+        totals = _annotate(graph, units, node_ids, depth, expand, absorbed, folded, runs, annotate, outside)
 
     children: dict[Optional[str], list[Scope]] = {}
     for scope in graph.scopes.values():
@@ -192,34 +262,49 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
         holder = graph.scopes[scope_id] if scope_id is not None else outside
         lanes = holder is not None and holder.kind in BRANCHING_CONTAINERS
         for item in sorted(items, key=first):
-            node = graph.nodes.get(item, None)
-            if item in units and lanes and node is not None and OPS[node.op].category != "join":
-                # A one-layer branch is a lane too, or dot would put it beside the other lanes in any order.
-                with container.subgraph(name=f"cluster_lane_{_id(item)}") as lane:
-                    lane.attr(label="", style="rounded,dashed", color="#bbbbbb")
-                    lane.node(_id(item), **units[item])
-                continue
             if item in units:
                 container.node(_id(item), **units[item])
                 continue
             child = graph.scopes[item]
+            if (lanes or columns > 1) and not is_module(child):  # a branch's chain (or wrapped): no frame
+                emit(container, child.id)
+                continue
             with container.subgraph(name=f"cluster_{_id(child.id)}") as sub:
+                name = paper_name(child.id)
                 if is_module(child):
-                    sub.attr(label=f"{child.id}: {module_title(graph, child)}", style="rounded", color="#6d8bbf",
-                             fontsize="11", fontcolor="#274e8c")
-                else:  # a plain chain: a lane (unlabelled when its name is scopeless)
-                    name = child.id.rsplit(".", 1)[-1]
-                    sub.attr(label="" if name.startswith("_") else name, style="rounded,dashed", color="#bbbbbb",
-                             fontsize="9", fontcolor="#777777")
+                    title = module_title(graph, child)
+                    sub.attr(label=f"{name}: {title}" if name and not _same(name, title, child.block) else title,
+                             style="rounded", color="#6d8bbf", fontsize="11", fontcolor="#274e8c", tooltip=child.id)
+                else:  # a plain chain: a dashed frame (unlabelled when its name is generated)
+                    sub.attr(label=name, style="rounded,dashed", color="#bbbbbb", fontsize="9", fontcolor="#777777",
+                             tooltip=child.id)
                 emit(sub, child.id)
+        for join, heads in rows.get(scope_id, []):
+            _branch_row(container, join, heads)
 
+    rows: dict[Optional[str], list] = {}
+    for key, row in _branch_rows(graph, node_ids, depth, expand, absorbed, folded).items():
+        rows.setdefault(lift(key), []).extend(row)
     emit(dot, None)
+    breaks: set[tuple[str, str]] = set()
+    if columns > 1:
+        # The main path's boxes (no joins, nothing training-only such as an auxiliary head), split evenly.
+        order = [u for u in units if units[u].get("shape") != "ellipse" and "dashed" not in units[u].get("style", "")]
+        per = -(-len(order) // columns)
+        heads = [order[i] for i in range(0, len(order), per)]
+        for i in range(per, len(order), per):
+            breaks.add((order[i - 1], order[i]))
+        with dot.subgraph() as same:
+            same.attr(rank="same")
+            for a, b in zip(heads, heads[1:]):
+                same.edge(_id(a), _id(b), style="invis")
+        dot.attr(newrank="true")
 
     sources: dict[str, str] = {}  # an outside node feeding the drawing -> its input box
     seen: set[tuple[str, str]] = set()
     for node_id in node_ids:
         node = graph.nodes[node_id]
-        dst = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand)
+        dst = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand, folded)
         channel = 0  # into a drawn concat, each edge also says which channels it fills: dot may reorder lanes
         for src_node in node.inputs:
             shape = graph.shape_of(src_node)
@@ -230,16 +315,79 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
             if src_node != INPUT and src_node not in inside:
                 src = sources.setdefault(src_node, "input" if not sources else f"input:{src_node}")
             else:
-                src = _unit_of(graph, absorbed.get(src_node, src_node), depth, expand)
+                src = _unit_of(graph, absorbed.get(src_node, src_node), depth, expand, folded)
             if src == dst or (src, dst) in seen:
                 continue
             seen.add((src, dst))
-            dot.edge(_id(src), _id(dst), label=label)
+            if (src, dst) in breaks:
+                dot.edge(_id(src), _id(dst), label=label, constraint="false")
+            else:
+                dot.edge(_id(src), _id(dst), label=label)
     if outside is None:
         dot.node(INPUT, f"input\n{_shape(graph.input_shape)}", fillcolor=PALETTE["io"])
     for src_node, box in sources.items():
         dot.node(_id(box), f"input\n{_shape(graph.nodes[src_node].shape)}", fillcolor=PALETTE["io"])
-    _legend(dot, categories)
+    _legend(dot, categories, totals)
+
+
+def _branch_rows(graph: Graph, node_ids: list[str], depth: Optional[int], expand: set[str],
+                 absorbed: dict[str, str], folded: dict[str, str]) -> dict[Optional[str], list[tuple[str, list[str]]]]:
+    """For every join drawn as a box, the first box of each of its branches in the spec's order, by the scope
+    whose cluster holds the join.
+
+    dot's crossing minimisation reorders lanes freely (and ignores `ordering`
+    across clusters), so these boxes go into a `rank=same` row inside that
+    cluster, chained by invisible edges, which dot lays out left to right.
+    A branch's first box is the first layer that only it leads to (a branch
+    that splits again is headed above its split).  An input that is also an
+    ancestor of another input (a dense layer's carried features) is not a
+    branch of its own and is left free.
+    """
+    inside = set(node_ids)
+    position = {n: i for i, n in enumerate(node_ids)}
+    rows: dict[Optional[str], list[tuple[str, list[str]]]] = {}
+    for node_id in node_ids:
+        node = graph.nodes[node_id]
+        if OPS[node.op].category != "join" or len(node.inputs) < 2:
+            continue
+        if _unit_of(graph, node_id, depth, expand, folded) != node_id:
+            continue  # folded into a module box
+        feeding = [i for i in node.inputs if i != INPUT and i in inside]
+        if len(feeding) < 2:
+            continue
+        ancestors = {i: nx.ancestors(graph.dag, i) for i in feeding}
+        units: list[str] = []
+        for i in feeding:
+            others = set().union(*(ancestors[j] for j in feeding if j != i))
+            if i in others:
+                continue  # carried along, not a branch
+            lane = [n for n in ({i} | ancestors[i]) - others if n in inside]
+            head = min(lane, key=position.__getitem__)  # the first layer only this branch has
+            u = _unit_of(graph, absorbed.get(head, head), depth, expand, folded)
+            if u != node_id and u not in units:
+                units.append(u)
+        if len(units) >= 2:
+            rows.setdefault(node.scopes[-1] if node.scopes else None, []).append((node_id, units))
+    return rows
+
+
+def _branch_row(container: graphviz.Digraph, join: str, heads: list[str]) -> None:
+    """The heads of a join's branches on one row, in order; an even row gets a middle point the join hangs under.
+
+    dot puts a join anywhere between its two middle branches (every such x
+    costs the same); an invisible point between them, pulled hard towards
+    the join, centres it.
+    """
+    row = list(heads)
+    if len(row) % 2 == 0:
+        middle = f"{join}:centre"
+        container.node(_id(middle), "", shape="point", width="0", height="0", style="invis")
+        container.edge(_id(middle), _id(join), style="invis", weight="2")
+        row.insert(len(row) // 2, middle)
+    with container.subgraph() as same:
+        same.attr(rank="same")
+        for a, b in zip(row, row[1:]):
+            same.edge(_id(a), _id(b), style="invis")
 
 
 def _nested(graph: Graph, scope: Scope) -> set[str]:
@@ -251,20 +399,30 @@ def _nested(graph: Graph, scope: Scope) -> set[str]:
     return inner
 
 
-def _box(graph: Graph, u: str) -> tuple[dict, Optional[str], str]:
-    """Graphviz attributes of box `u` (a module or a layer), the scope it sits in, its colour category."""
+def _box(graph: Graph, u: str, run: Optional[list[str]] = None) -> tuple[dict, Optional[str], str]:
+    """Graphviz attributes of box `u` (a module, a run of repeats or a layer), the scope it sits in, its category."""
     if u in graph.scopes:
         scope = graph.scopes[u]
         title = module_title(graph, scope)
-        name = u.rsplit(".", 1)[-1] if "." in u else u
-        lines = [u] if title in (name, u) else [u, title]
-        attrs = {"fillcolor": PALETTE["block"], "label": "\n".join([*lines, _shape(graph.nodes[scope.output].shape)])}
+        if run and len(run) > 1:
+            title = f"{title} \u00d7 {len(run)}"
+            scope = Scope(u, scope.kind, scope.block, scope.loc, scope.parent, graph.scopes[run[-1]].output,
+                          [n for m in run for n in graph.scopes[m].nodes], scope.args)
+        name = paper_name(u)
+        if run and len(run) > 1 and name:
+            last = paper_name(run[-1])
+            name = f"{name}\u2013{last}" if last else ""
+        lines = [name, title] if name and not _same(name, title, scope.block) else [title]
+        attrs = {"fillcolor": PALETTE["block"], "label": "\n".join([*lines, _shape(graph.nodes[scope.output].shape)]),
+                 "tooltip": u if not run or len(run) < 2 else f"{u} .. {run[-1]}"}
         train, parent, category = all(graph.nodes[n].train_only for n in scope.nodes), scope.parent, "block"
     else:
         node = graph.nodes[u]
         op = OPS[node.op]
         label = op.label(node.args)
-        attrs = {"fillcolor": PALETTE[op.category], "label": f"{u.rsplit('.', 1)[-1]}\n{label}"}
+        name = paper_name(u)
+        lines = [name, label] if name and not _same(name, label, None) else [label]
+        attrs = {"fillcolor": PALETTE[op.category], "label": "\n".join(lines), "tooltip": u}
         if op.category == "join":
             attrs.update(shape="ellipse", label=label)
         train, parent, category = node.train_only, (node.scopes[-1] if node.scopes else None), op.category
@@ -273,13 +431,75 @@ def _box(graph: Graph, u: str) -> tuple[dict, Optional[str], str]:
     return attrs, parent, category
 
 
-def _legend(dot: graphviz.Digraph, categories: set[str]) -> None:
+_GENERATED = re.compile(r"^(\d+|_.*|repeat(_\d+)?)$")
+
+
+def paper_name(dotted: str) -> str:
+    """The name a paper would print for a box or cluster: the last part of its dotted name, or "" when that part
+    is generated (a list position `6`, a scopeless `_1ab`, a `repeat_1`)."""
+    name = dotted.rsplit(".", 1)[-1]
+    return "" if _GENERATED.match(name) else name
+
+
+def _same(name: str, title: str, kind: Optional[str]) -> bool:
+    """Whether a box's name only repeats what its title says (`flatten` / `flatten`, `aux1` / `aux`)."""
+    head = re.split(r"[\s(]", title, maxsplit=1)[0]
+    return name == title or name == head or (kind is not None and head == kind and name.rstrip("0123456789") == kind)
+
+
+ANNOTATIONS = ("params", "macs", "rf")
+
+
+def _annotate(graph: Graph, units: dict[str, dict], node_ids: list[str], depth: Optional[int], expand: set[str],
+              absorbed: dict[str, str], folded: dict[str, str], runs: dict[str, list[str]], annotate: tuple[str, ...],
+              outside: Optional[Scope]) -> list[str]:
+    """Add a line of counts (parameters, MACs, receptive field) to each box; return the legend's totals lines."""
+    from .analysis import analyze
+    from .report import count, field, si
+
+    report = analyze(graph)
+    rows = {r.name: r for r in report.rows}
+    held: dict[str, list[str]] = {}
+    for node_id in node_ids:
+        held.setdefault(_unit_of(graph, absorbed.get(node_id, node_id), depth, expand, folded), []).append(node_id)
+
+    def line(params: int, macs: int, rf: tuple[int, int], every: bool = False) -> str:
+        parts = []
+        if "params" in annotate and (params or every):
+            parts.append(f"{count(params, 'si')} params")
+        if "macs" in annotate and (macs or every):
+            parts.append(si(macs, "MACs"))
+        if "rf" in annotate and (rf != (1, 1) or every):
+            parts.append(f"RF {field(rf)}")
+        return ", ".join(parts)
+
+    for u, attrs in units.items():
+        if attrs.get("shape") == "ellipse":
+            continue  # a join: no weights, next to no cost
+        inside = held.get(u, [])
+        if u in graph.scopes:
+            last = runs.get(u, [u])[-1]
+            out = graph.scopes[last].output
+        else:
+            out = u
+        text = line(sum(rows[n].params for n in inside), sum(rows[n].macs for n in inside), rows[out].rf)
+        if text:
+            attrs["label"] += "\n" + text
+    if outside is not None:
+        row = rows[outside.id]
+        return [f"this {outside.block}: " + line(row.params, row.macs, row.rf, every=True)]
+    out_rf = max((rows[o.node].rf for o in graph.outputs.values() if not o.train_only), default=(1, 1))
+    return ["total: " + line(report.total_params, report.total_macs, out_rf, every=True)]
+
+
+def _legend(dot: graphviz.Digraph, categories: set[str], totals: Iterable[str] = ()) -> None:
     rows = "".join(
         f'<TR><TD BGCOLOR="{PALETTE[c]}" WIDTH="18" BORDER="1"> </TD><TD ALIGN="LEFT">{html.escape(text)}</TD></TR>'
         for c, text in LEGEND.items() if c in categories
     )
     if "train_only" in categories:
         rows += '<TR><TD BORDER="1" STYLE="dashed" WIDTH="18"> </TD><TD ALIGN="LEFT">training mode only</TD></TR>'
+    rows += "".join(f'<TR><TD COLSPAN="2" ALIGN="LEFT">{html.escape(t)}</TD></TR>' for t in totals)
     dot.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2"><TR><TD COLSPAN="2"><B>legend</B></TD></TR>'
                        f"{rows}</TABLE>>", shape="plaintext", style="", fontsize="9")
 
@@ -289,15 +509,87 @@ def _id(name: str) -> str:
     return name.replace(":", "__")
 
 
-def render(graph: Graph, fmt: str, depth: Optional[int] = 1, rankdir: str = "TB", expand: Iterable[str] = (),
-           block: Optional[str] = None) -> bytes:
-    """The diagram (or, with `block`, that block template on its own) in `fmt` (svg, png, pdf or dot)."""
-    dot = block_diagram(graph, block, rankdir) if block else diagram(graph, depth, rankdir, expand)
-    if fmt == "dot":
-        return dot.source.encode()
+# Page sizes in points (portrait) and the margin left on each side: a figure is placed at the text width.
+PAGES = {"A4": (595, 842), "A5": (420, 595), "letter": (612, 792)}
+PAGE_MARGIN = 54  # 3/4 inch
+MIN_TEXT_PT = 8.0
+SMALLEST_FONT_PT = 8.0  # edge labels; boxes are 10 pt, the legend 9 pt
+
+
+def figure_size(dot: graphviz.Digraph) -> tuple[float, float]:
+    """The laid-out figure's width and height in points (at its natural size, where its fonts are what they say)."""
+    _need_dot("measuring a figure")
+    bb = json.loads(dot.pipe(format="json0"))["bb"]
+    x0, y0, x1, y1 = map(float, bb.split(","))
+    return x1 - x0, y1 - y0
+
+
+def page_fit(dot: graphviz.Digraph, page: str) -> tuple[float, float, float]:
+    """(scale, width, height): the scale the figure takes placed at `page`'s text width (at most 1), its size in
+    points; refuses a figure whose smallest text would then fall under 8 pt."""
+    if page not in PAGES:
+        raise UserError(f"unknown page size '{page}'", hint=f"use one of {', '.join(PAGES)}")
+    width, height = figure_size(dot)
+    text_width = PAGES[page][0] - 2 * PAGE_MARGIN
+    scale = min(1.0, text_width / width)
+    if SMALLEST_FONT_PT * scale < MIN_TEXT_PT - 1e-9:
+        raise UserError(f"the figure is {width:.0f} pt wide: at the {page} text width ({text_width} pt) its text "
+                        f"would be {SMALLEST_FONT_PT * scale:.1f} pt, under {MIN_TEXT_PT:g} pt",
+                        hint="draw fewer boxes (a smaller --depth, --block), or --rankdir TB")
+    return scale, width, height
+
+
+MAX_COLUMNS = 4
+
+
+def _wrap_to_page(dot: graphviz.Digraph, fit: tuple[float, float, float], page: str, columns) -> tuple:
+    """The overview in as few columns as fit one page of `page` with its text at least 8 pt (or, when none
+    does, the one that fits its width in the fewest pages): `(dot, scale, width, height)`."""
+    text_width, text_height = (d - 2 * PAGE_MARGIN for d in PAGES[page])
+    best = (dot, *fit)
+    for c in range(1, MAX_COLUMNS + 1):
+        candidate = dot if c == 1 else columns(c)
+        try:
+            scale, width, height = fit if c == 1 else page_fit(candidate, page)
+        except UserError:
+            continue  # wider than the page
+        if height * scale <= text_height:
+            return candidate, scale, width, height
+        if height * scale < best[3] * best[1]:
+            best = (candidate, scale, width, height)
+    return best
+
+
+def _need_dot(what: str) -> None:
     if shutil.which("dot") is None:
         raise UserError(
-            f"drawing {fmt.upper()} needs Graphviz's 'dot' program, which is not installed",
+            f"{what} needs Graphviz's 'dot' program, which is not installed",
             hint="install it (apt-get install graphviz / brew install graphviz), or write a .dot file",
         )
+
+
+def render(graph: Graph, fmt: str, depth: Optional[int] = 1, rankdir: str = "TB", expand: Iterable[str] = (),
+           block: Optional[str] = None, unroll: Iterable[str] = (), annotate: Iterable[str] = (),
+           dpi: Optional[int] = None, page: Optional[str] = None) -> bytes:
+    """The diagram (or, with `block`, that block template on its own) in `fmt` (svg, png, pdf or dot).
+
+    `dpi` sets a PNG's resolution (Graphviz's default is 96); `page` (a key of PAGES) checks that the figure
+    placed at that page's text width keeps its text at least 8 pt, and sizes it to that width.
+    """
+    dot = (block_diagram(graph, block, rankdir, annotate) if block
+           else diagram(graph, depth, rankdir, expand, unroll, annotate))
+    if page is not None:
+        scale, width, height = page_fit(dot, page)
+        if not block and rankdir == "TB":
+            dot, scale, width, height = _wrap_to_page(dot, (scale, width, height), page,
+                                                      lambda c: diagram(graph, depth, rankdir, expand, unroll,
+                                                                        annotate, columns=c))
+        dot.attr(size=f"{width * scale / 72:.3f},{height * scale / 72:.3f}")
+    if dpi is not None:
+        if fmt != "png":
+            raise UserError(f"--dpi is for PNG output, not {fmt.upper()}", hint="SVG and PDF are vector formats")
+        dot.attr(dpi=str(dpi))
+    if fmt == "dot":
+        return dot.source.encode()
+    _need_dot(f"drawing {fmt.upper()}")
     return dot.pipe(format=fmt)

@@ -34,7 +34,7 @@ import re
 from typing import Any, Optional
 
 from . import expr
-from .codegen import RESERVED, Names, emitted, identifier, is_module_call, is_parameter, statement
+from .codegen import RESERVED, Names, emitted, execution_order, identifier, is_module_call, is_parameter, statement
 from .graph import Graph, Node, Scope, attribute_ref, class_name
 from .ops import OPS
 
@@ -216,7 +216,7 @@ class _Body:
         var = {e: ("x" if k == 0 else f"x{k + 1}") for k, e in enumerate(self.external_inputs(self.members))}
         names = Names((*var.values(), *RESERVED))
         lines: list[tuple[bool, str]] = []
-        for n in self.graph.order():
+        for n in execution_order(self.graph):
             if n not in self.inside:
                 continue
             unit = self.units[n]
@@ -367,10 +367,13 @@ class _Emitter:
                 return var[outs[0].node]
             return f"{tuple_name}(" + ", ".join(f"{o.name}={var[o.node]}" for o in outs) + ")"
 
-        forward = ["def forward(self, x):", *("    " + line for train, line in lines if not train)]
+        forward = ["def forward(self, x):"]
+        for k, (train, line) in enumerate(lines):  # runs of train-only calls (aux heads) where they branch off
+            if train and (k == 0 or not lines[k - 1][0]):
+                forward.append("    if self.training:")
+            forward.append(("        " if train else "    ") + line)
         if len(outputs) > len(eval_outs):
-            forward += ["    if self.training:", *("        " + line for train, line in lines if train),
-                        f"        return {result(outputs, model_name + 'Outputs')}"]
+            forward += ["    if self.training:", f"        return {result(outputs, model_name + 'Outputs')}"]
         forward.append(f"    return {result(eval_outs, model_name + 'EvalOutputs')}")
         built = ", ".join(f"{k}={v!r}" for k, v in g.params.items()) or "its defaults"
         model_text = "\n".join([

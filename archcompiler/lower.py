@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .codegen import RESERVED, Names, lowered, statement
+from .codegen import RESERVED, Names, execution_order, inplace_plan, lowered, statement
 from .errors import UserError
 from .graph import INPUT, Graph
 from .graph import class_name as python_class_name
@@ -49,8 +49,12 @@ class CompiledModel(nn.Module):
         raise NotImplementedError
 
 
-def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
-    """Build the module tree of `graph` (weights drawn from `seed`) and its forward."""
+def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = True) -> CompiledModel:
+    """Build the module tree of `graph` (weights drawn from `seed`) and its forward.
+
+    `inplace` (the default): activations and residual adds run in place where `codegen.inplace_plan`
+    proves it safe, with the out-of-place forward's outputs and gradients; False: nothing runs in place
+    (a debugging aid, and the baseline the tests compare against)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise UserError(f"the seed must be a whole number from 0 to 2**64 - 1 (torch's range), got {str(seed)[:40]}")
     device_ctx = torch.device(device) if device is not None else nullcontext()
@@ -59,10 +63,16 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None) -> CompiledModel:
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
             built[node.id] = lowered(OPS[node.op], node.args, graph.input_shapes(node.id))
-    model = _model_class(graph, {k: v.call for k, v in built.items()}, {k for k, v in built.items() if v.parameter})()
+    calls = {k: (v.inplace_call or v.call) if inplace else v.call for k, v in built.items()}
+    overwrite = {k: v.overwrite for k, v in built.items()} if inplace else {}
+    model = _model_class(graph, calls, {k for k, v in built.items() if v.parameter}, overwrite)()
     for node_id, low in built.items():
         if low.module is not None:
             _attach(model, node_id, low.module, low.parameter)
+    if not inplace:  # activations built with inplace=True (after a BatchNorm, inside ConvNormAct)
+        for module in model.modules():
+            if isinstance(getattr(module, "inplace", None), bool):
+                module.inplace = False
     model.graph = graph
     return model
 
@@ -84,7 +94,8 @@ def _attach(root: nn.Module, path: str, module: Any, parameter: bool = False) ->
         here.add_module(leaf, module)
 
 
-def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str]) -> type:
+def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str],
+                 overwrite: dict[str, dict[int, str]]) -> type:
     """A subclass of CompiledModel with forward and _forward_all generated for `graph`; the nodes in
     `parameters` are parameters at their paths, not modules."""
     class_name = python_class_name(graph.name)
@@ -96,7 +107,7 @@ def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str]) -> t
     if not graph.outputs_as_dict:
         namespace[tuple_name] = collections.namedtuple(tuple_name, [o.name for o in outputs])
         namespace[f"{class_name}EvalOutputs"] = collections.namedtuple(f"{class_name}EvalOutputs", eval_names)
-    source = (_forward_source(graph, names, calls, parameters, class_name) + "\n"
+    source = (_forward_source(graph, names, calls, parameters, class_name, overwrite) + "\n"
               + _forward_all_source(graph, names, calls, parameters))
     filename = f"<archc:{graph.name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -124,22 +135,40 @@ def _line(graph: Graph, node_id: str, names: dict[str, str], calls: dict[str, st
 
 
 def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], parameters: set[str],
-                    class_name: str) -> str:
-    order = graph.order()
-    live = [n for n in order if not graph.nodes[n].train_only]
-    train = [n for n in order if graph.nodes[n].train_only]
+                    class_name: str, overwrite: dict[str, dict[int, str]]) -> str:
+    """The forward: every node in `codegen.execution_order` (the reference's, so that seeded dropout draws
+    its masks in the same order), runs of train-only nodes (auxiliary heads, where they branch off) under
+    `if self.training:`; a value released after its last use, and overwritten in place where
+    `codegen.inplace_plan` proves it safe."""
+    order = execution_order(graph)
     outputs = list(graph.outputs.values())
-    keep = {o.node for o in outputs} | {i for n in train for i in graph.nodes[n].inputs}
+    keep = {o.node for o in outputs}
     last_use: dict[str, str] = {}
-    for n in live:
+    for n in order:
         for i in graph.nodes[n].inputs:
             last_use[i] = n
+    plan = inplace_plan(graph, order, overwrite, keep)
+    calls = {n: overwrite[n][plan[n]] if n in plan else c for n, c in calls.items()}
+
+    def dead(nodes: list[str]) -> list[str]:
+        return [i for n in nodes for i in dict.fromkeys(graph.nodes[n].inputs) if last_use[i] == n and i not in keep]
+
     lines = ["def forward(self, x):"]
-    for n in live:
-        lines.append("    " + _line(graph, n, names, calls, parameters))
-        dead = [i for i in dict.fromkeys(graph.nodes[n].inputs) if last_use.get(i) == n and i not in keep]
-        if dead:
-            lines.append("    " + "; ".join(f"{names[i]} = None" for i in dead))
+    k = 0
+    while k < len(order):
+        group = [order[k]]
+        train = graph.nodes[order[k]].train_only
+        while train and k + len(group) < len(order) and graph.nodes[order[k + len(group)]].train_only:
+            group.append(order[k + len(group)])
+        k += len(group)
+        if train:
+            lines.append("    if self.training:")
+            lines.extend("        " + _line(graph, n, names, calls, parameters) for n in group)
+        else:
+            lines.extend("    " + _line(graph, n, names, calls, parameters) for n in group)
+        released = list(dict.fromkeys(dead(group)))
+        if released:
+            lines.append("    " + "; ".join(f"{names[i]} = None" for i in released))
 
     def result(outs: list, tuple_name: str) -> str:
         if graph.outputs_as_dict:  # feature maps, by the names they were asked for
@@ -151,7 +180,6 @@ def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], 
     eval_outs = [o for o in outputs if not o.train_only]
     if len(outputs) > len(eval_outs):
         lines.append("    if self.training:")
-        lines.extend("        " + _line(graph, n, names, calls, parameters) for n in train)
         lines.append(f"        return {result(outputs, class_name + 'Outputs')}")
     lines.append(f"    return {result(eval_outs, class_name + 'EvalOutputs')}")
     return "\n".join(lines) + "\n"

@@ -34,7 +34,7 @@ from typing import Optional
 from .analysis import Report
 from .graph import Graph, Node
 from .ops import OPS, PaperRole, counting_convention, weighted_families
-from .report import count
+from .report import count, latex_table
 
 # Each op's role here (type name, weighted, skipped, patch, branch naming) is its `OpDef.paper`.
 FILTERS, POOL = "filters", "pool"  # the kinds of unit a branch is named by
@@ -274,3 +274,11 @@ def to_json(table: PaperTable, units: Optional[str] = None) -> str:
         "rows": [{"type": r.type, "name": r.name, "patch": r.patch, "output": r.output, "depth": r.depth,
                   "branches": r.branches, "params": r.params, "ops": r.ops} for r in table.rows],
     }, indent=2)
+
+
+def to_latex(table: PaperTable, units: str = "raw") -> str:
+    """The papers' table as a booktabs table, with the note under it."""
+    headers = _headers(table)
+    return latex_table(headers, "ll" + "r" * (len(headers) - 2),
+                       [_cells(table, row, units) for row in table.rows], caption=table.title,
+                       notes=(_note(table, units) + ".",))

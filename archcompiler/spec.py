@@ -344,19 +344,24 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
-def json_schema() -> dict[str, Any]:
+SCHEMA_ID = "urn:archc:spec:v1"  # stable: names the language version, not a place
+
+
+def json_schema(builtin_only: bool = False) -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of spec language v1, built from the pydantic models.
 
     The header comes from `Header`; every op's arguments from its model in the
-    op registry; items are "one op, block or container key plus meta keys".
-    Block names are the spec's own, so a block use validates as any key whose
-    value is a list or mapping of arguments.
+    op registry (only archc's own ops with `builtin_only`, as in the schema
+    file committed to the repository; else plugins' ops too); items are "one
+    op, block or container key plus meta keys".  Block names are the spec's
+    own, so a block use validates as any key whose value is a list or
+    mapping of arguments.  Its `$id` is `SCHEMA_ID`.
     """
     from pydantic.json_schema import models_json_schema
 
     from .ops import OPS, spec_ops
 
-    names = spec_ops()
+    names = [n for n in spec_ops() if not builtin_only or OPS[n].origin is None]
     _, top = models_json_schema([(OPS[n].args, "validation") for n in names] + [(Header, "validation")],
                                 ref_template="#/$defs/{model}")
     defs = top["$defs"]
@@ -410,5 +415,6 @@ def json_schema() -> dict[str, Any]:
     header = defs.pop("Header")
     header["properties"]["body"] = {"anyOf": [{"type": "array", "items": item_ref},
                                               {"type": "object", "additionalProperties": item_ref}]}
-    header.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "archc spec (v1)", "$defs": defs})
-    return header
+    header.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+                   "title": "archc spec (v1)", "$defs": defs})
+    return {"$schema": header.pop("$schema"), "$id": header.pop("$id"), **header}  # the ids first, for readers

@@ -4,7 +4,7 @@
 For each spec (default: Inception-ResNet-v2, the largest in the zoo) and
 each format, this measures in one process:
 
-  archc     `archc draw SPEC --depth full -o X.FMT` in-process: parse, expand,
+  archc     `archc draw SPEC --depth full --unroll ... -o X.FMT` (every repeat unrolled) in-process: parse, expand,
             infer shapes, build the graphviz source, run `dot`.
   baseline  `dot -TFMT` on the same source, alone: the layout and rendering
             that any graphviz-based drawing pays.
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import archcompiler  # noqa: E402
-from archcompiler.draw import diagram, render  # noqa: E402
+from archcompiler.draw import diagram, render, repeat_runs  # noqa: E402
 
 TARGET_SECONDS = 10.0
 
@@ -44,6 +44,11 @@ def timed(fn, repeat: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def every_repeat(graph) -> list[str]:
+    """Names that unroll every repeat (repeats fold into one box even at `--depth full`)."""
+    return [members[0] for members in repeat_runs(graph).values()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     missed = False
     for spec in args.specs:
         for fmt in args.formats.split(","):
-            def archc_draw() -> bytes:
-                return render(archcompiler.compile_graph(ROOT / spec), fmt, None)
+            def archc_draw() -> bytes:  # every layer: `--depth full` with every repeat unrolled, the worst case
+                graph = archcompiler.compile_graph(ROOT / spec)
+                return render(graph, fmt, None, unroll=every_repeat(graph))
 
-            source = diagram(archcompiler.compile_graph(ROOT / spec), None).source.encode()
+            graph = archcompiler.compile_graph(ROOT / spec)
+            source = diagram(graph, None, unroll=every_repeat(graph)).source.encode()
 
             def dot_alone() -> bytes:
                 return subprocess.run(["dot", f"-T{fmt}"], input=source, capture_output=True, check=True).stdout

@@ -1,4 +1,4 @@
-"""Regenerate docs/gallery.md and its pictures: every spec's overview, one module per Inception network.
+"""Regenerate docs/gallery.md and its pictures: every spec's overview, and every module of the paper families.
 
     .venv/bin/python scripts/gallery.py            # all specs, into docs/
     .venv/bin/python scripts/gallery.py --only lenet5 --out /tmp/g --format png
@@ -33,6 +33,19 @@ BLOCK_FIGURES = {
 }
 
 
+# The families whose every module is shown on its own, as its paper draws it.
+MODULE_FAMILIES = ("inception", "googlenet", "resnet", "mobilenet")
+
+
+def module_figures(stem: str, graph) -> list[str]:
+    """The blocks drawn on their own for a spec: every block of the families above, the known figure first."""
+    if not any(family in stem for family in MODULE_FAMILIES):
+        return [BLOCK_FIGURES[stem][0]] if stem in BLOCK_FIGURES else []
+    used = list(dict.fromkeys(s.block for s in graph.scopes.values() if s.block))
+    known = BLOCK_FIGURES.get(stem, (None,))[0]
+    return ([known] if known in used else []) + [b for b in used if b != known]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", help="draw only this spec (repeatable)")
@@ -50,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     pictures.mkdir(parents=True, exist_ok=True)
     lines = ["# Gallery", "",
              "Every spec in `specs/` as `archc draw SPEC` draws it (one box per block instance or repeat,",
-             "tensor shapes on the edges), and for each Inception network one module on its own, as",
-             "`archc draw SPEC --block NAME` draws it. Regenerate with `python scripts/gallery.py`.", ""]
+             "tensor shapes on the edges, CxHxW as in `archc summary`), and every module of the Inception,",
+             "Inception-ResNet, ResNet and MobileNet networks on its own, as `archc draw SPEC --block NAME`",
+             "draws it. Regenerate with `python scripts/gallery.py`.", ""]
     for number, spec in enumerate(specs, 1):
         graph = archcompiler.compile_graph(spec)
         print(f"[{number}/{len(specs)}] {spec.stem}", file=sys.stderr)
@@ -59,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         write_file(overview, render(graph, args.format))
         lines += [f"## {graph.title or graph.name}", "", f"`specs/{spec.name}`: {graph.paper}", "",
                   f"![{spec.stem}](gallery/{overview.name})", ""]
-        if spec.stem in BLOCK_FIGURES:
-            block, caption = BLOCK_FIGURES[spec.stem]
+        for block in module_figures(spec.stem, graph):
+            caption = BLOCK_FIGURES[spec.stem][1] if BLOCK_FIGURES.get(spec.stem, ("",))[0] == block else \
+                f"the `{block}` module"
             figure = pictures / f"{spec.stem}.{block}.{args.format}"
             write_file(figure, render(graph, args.format, block=block))
             lines += [f"`archc draw specs/{spec.name} --block {block}`: {caption}.", "",

@@ -11,4 +11,6 @@ bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 # Lint first: cheap, and configured in pyproject.toml ([tool.ruff]).
 "$ROOT/.venv/bin/ruff" check --quiet .
-exec "$ROOT/.venv/bin/python" -m pytest "$@"
+# -n: the tests spread over one worker per core (pytest-xdist); ARCHC_TEST_WORKERS=0 runs them in this
+# one process, and a -n given as an argument wins. --durations: the slowest tests, to keep an eye on.
+exec "$ROOT/.venv/bin/python" -m pytest -n "${ARCHC_TEST_WORKERS:-auto}" --durations=20 "$@"

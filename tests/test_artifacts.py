@@ -23,14 +23,22 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Ran, run_archc
+
 ROOT = Path(__file__).parents[1]
 LENET = ROOT / "specs" / "lenet5.yaml"
 ARTIFACTS = ["forward.py", "lenet5.svg", "summary.json"]
 
 
-def archc(*args: str, cwd: Path = ROOT, umask: int | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          preexec_fn=None if umask is None else lambda: os.umask(umask))
+def archc(*args: str, cwd: Path = ROOT) -> Ran:
+    """The command line, in this process (conftest.run_archc)."""
+    return run_archc(*args, cwd=cwd)
+
+
+def archc_process(*args: str, umask: int) -> subprocess.CompletedProcess:
+    """The command line in a process of its own, started with `umask`."""
+    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=lambda: os.umask(umask))
 
 
 def names(directory: Path) -> list[str]:
@@ -85,7 +93,7 @@ def test_build_into_a_regular_file_is_a_user_error_and_the_file_stays(tmp_path):
     target.write_text("mine")
     r = archc("build", str(LENET), "-o", str(target))
     assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: {target} exists and is not a directory")
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"archc: error: {target} exists and is not a directory")
     assert "(hint: " in r.stderr
     assert target.read_text() == "mine" and names(tmp_path) == ["out.txt"]  # no `.out.txt.old` either
 
@@ -103,10 +111,10 @@ def test_the_users_own_dot_old_files_are_untouched(tmp_path):
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
 def test_modes_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     out = tmp_path / "new" / "out"
-    r = archc("build", str(LENET), "-o", str(out), "--emit", "python", "--save", str(tmp_path / "w" / "w.pt"),
-              umask=umask)
+    r = archc_process("build", str(LENET), "-o", str(out), "--emit", "python", "--save", str(tmp_path / "w" / "w.pt"),
+                      umask=umask)
     assert r.returncode == 0, r.stderr
-    assert archc("draw", str(LENET), "-o", str(tmp_path / "lenet5.svg"), umask=umask).returncode == 0
+    assert archc_process("draw", str(LENET), "-o", str(tmp_path / "lenet5.svg"), umask=umask).returncode == 0
     assert {mode(d) for d in (tmp_path / "new", out, tmp_path / "w")} == {dir_mode}
     files = [*out.iterdir(), tmp_path / "w" / "w.pt", tmp_path / "lenet5.svg"]
     assert len(files) == 6 and {mode(f) for f in files} == {file_mode}
@@ -199,7 +207,7 @@ def test_save_to_a_path_that_cannot_be_written_is_a_user_error(tmp_path, case):
             "unwritable": _unwritable(tmp_path)}[case]
     r = archc("build", str(LENET), "-o", str(tmp_path / "out"), "--save", str(save))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and str(save) in r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("archc: error: ") and str(save) in r.stderr
     assert (tmp_path / "file").read_text() == "mine" and names(tmp_path / "dir") == []
     if case != "unwritable":  # known before building: nothing written
         assert not (tmp_path / "out").exists()
@@ -208,7 +216,7 @@ def test_save_to_a_path_that_cannot_be_written_is_a_user_error(tmp_path, case):
 def test_draw_over_a_directory_is_a_user_error(tmp_path):
     (tmp_path / "g.svg").mkdir()
     r = archc("draw", str(LENET), "-o", str(tmp_path / "g.svg"))
-    assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / 'g.svg'} exists and is not a regular file")
+    assert r.returncode == 2 and r.stderr.startswith(f"archc: error: {tmp_path / 'g.svg'} exists and is not a regular file")
     assert names(tmp_path) == ["g.svg"] and names(tmp_path / "g.svg") == []
 
 

@@ -13,12 +13,7 @@ traceback; `compile_graph` must raise a `SpecError` with the same place.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -26,6 +21,8 @@ import yaml
 
 import archcompiler
 from archcompiler import SpecError, source
+
+from conftest import Ran, run_archc
 
 ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "bad_specs"
@@ -51,17 +48,9 @@ def expectation(path: Path) -> tuple[int, int, str]:
     return int(m[1]), int(m[2]), m[3]
 
 
-def archc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, errors="replace", timeout=60)
-
-
-@lru_cache(maxsize=None)
-def check_results() -> dict[str, subprocess.CompletedProcess]:
-    """`archc check` on every fixture, run side by side (each is a ~0.3 s process start)."""
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        runs = pool.map(lambda p: archc("check", rel(p)), FILES)
-        return {p.name: r for p, r in zip(FILES, runs)}
+def archc(*args: str) -> Ran:
+    """The command line, in this process (conftest.run_archc); tests/test_cli.py runs the real `archc` once."""
+    return run_archc(*args, cwd=ROOT, timeout=60)
 
 
 def test_there_are_enough_bad_specs():
@@ -82,7 +71,7 @@ def test_expectation_points_into_the_file(path):
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_check_reports_one_located_error(path):
     line, col, message = expectation(path)
-    r = check_results()[path.name]
+    r = archc("check", rel(path))
     assert "Traceback" not in r.stdout + r.stderr, r.stderr
     assert r.returncode == 2, f"exit {r.returncode}; stdout: {r.stdout!r}; stderr: {r.stderr!r}"
     assert r.stdout == ""

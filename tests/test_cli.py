@@ -1,4 +1,7 @@
-"""The `archc` command line, run as a user runs it."""
+"""The `archc` command line: its commands run in this process (conftest.run_archc, typer's CliRunner);
+the installed `archc` program and `python -m archcompiler.cli` run as a user runs them, in a process of
+their own, at the end.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Ran, run_archc
+
 ROOT = Path(__file__).parents[1]
 SPEC = str(ROOT / "specs" / "googlenet.yaml")
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
 
 
-def archc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=cwd, capture_output=True, text=True)
+def archc(*args: str, cwd: Path = ROOT) -> Ran:
+    return run_archc(*args, cwd=cwd)
 
 
 def test_check_reports_layers_and_outputs():
@@ -239,8 +244,10 @@ def test_schema_is_valid_and_accepts_the_specs():
 
     schema = json.loads(archc("schema").stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
+    # jsonschema.validate(spec, schema) for each spec, with the schema checked and its validator made once
+    validator = jsonschema.validators.validator_for(schema)(schema)
     for spec in sorted((ROOT / "specs").glob("*.yaml")):
-        jsonschema.validate(yaml.safe_load(spec.read_text()), schema)
+        validator.validate(yaml.safe_load(spec.read_text()))
 
 
 def test_help_explains_every_command():
@@ -286,4 +293,149 @@ def test_build_summary_and_draw_succeed_on_every_spec(spec, tmp_path):
 def test_input_option_refuses_what_is_not_a_size_in_one_line(value):
     r = archc("summary", "specs/lenet5.yaml", "--input", value)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith("error: --input expects three positive sizes C,H,W") and len(r.stderr) < 300
+    assert r.stderr.startswith("archc: error: --input expects three positive sizes C,H,W") and len(r.stderr) < 300
+
+
+# ---------------------------------------------------------------------------- as a user runs it
+
+
+def _program() -> list[str]:
+    """The `archc` console script that `pip install` wrote beside this Python."""
+    script = Path(sys.executable).parent / "archc"
+    assert script.is_file(), f"no archc program beside {sys.executable}: is archc installed (scripts/setup.sh)?"
+    return [str(script)]
+
+
+@pytest.mark.parametrize("program", ["archc", "python -m archcompiler.cli"])
+def test_the_real_program_keeps_the_contract(program, tmp_path):
+    """In a process of its own: exit statuses, the streams and the one-line error, as the shell sees them."""
+    command = _program() if program == "archc" else [sys.executable, "-m", "archcompiler.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    ok = run("check", "specs/googlenet.yaml")
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    assert ok.stdout.startswith("specs/googlenet.yaml: ok: googlenet, 97 layers") and ok.stdout.count("\n") == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(SPEC).read_text().replace("out: 64, k: 7", "out: 64, k: 700"))
+    r = run("check", str(bad))
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"{bad}:") and ": error: " in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    if program == "archc":
+        usage = run("summary", SPEC, "--no-such-option")
+        assert usage.returncode == 2 and "Traceback" not in usage.stderr and "--no-such-option" in usage.stderr
+        assert "Usage: archc " in run("--help").stdout
+
+
+# ---------------------------------------------------------------------------- summary's width, columns and count
+
+
+def _table_width(text: str) -> int:
+    return max(len(line.rstrip()) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_summary_honours_columns_when_piped(width):
+    r = run_archc("summary", "resnet18", env={"COLUMNS": str(width)})
+    assert r.returncode == 0, r.stderr
+    assert _table_width(r.stdout) <= width and "…" not in r.stdout
+    assert "layer4" in r.stdout and "11,689,512 params" in " ".join(r.stdout.split())
+
+
+def test_summary_without_columns_uses_a_fixed_readable_width():
+    from archcompiler.cli import PIPED_WIDTH
+
+    r = run_archc("summary", "inception_v4", env={"COLUMNS": None})
+    assert r.returncode == 0, r.stderr
+    assert _table_width(r.stdout) <= PIPED_WIDTH == 100 and "…" not in r.stdout
+    assert "reduction_a" in r.stdout and "features" in r.stdout  # the timm layout's modules, by default
+
+
+def test_summary_columns_and_count_options():
+    r = run_archc("summary", SPEC, "--columns", "output_size,num_params,mult_adds", "--count", "flops",
+                  env={"COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if line.startswith("┃"))
+    assert [h.strip() for h in header.strip("┃").split("┃")] == ["name", "output", "params", "FLOPs"]
+    assert "2,996,752,384 FLOPs" in r.stdout and "FLOPs = 2 x MACs" in r.stdout
+    bad = run_archc("summary", SPEC, "--columns", "colour")
+    assert bad.returncode == 2 and "no column 'colour'" in bad.stderr and "num_params" in bad.stderr
+    bad = run_archc("summary", SPEC, "--count", "ops")
+    assert bad.returncode == 2 and "--count must be macs or flops" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- help, version, errors, plurals
+
+
+def test_short_help_and_version():
+    from archcompiler import __version__
+
+    assert archc("-h").stdout == archc("--help").stdout and "Usage: archc " in archc("-h").stdout
+    assert "Usage: archc summary " in archc("summary", "-h").stdout
+    for flag in ("--version", "-V"):
+        r = archc(flag)
+        assert r.returncode == 0 and r.stdout == f"archc {__version__}\n"
+
+
+COMMANDS = ("check", "summary", "build", "diff", "list", "schema")  # draw's help is its owner's
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_has_an_example_and_types_in_words(command):
+    text = run_archc(command, "-h", env={"COLUMNS": "200"}).stdout
+    assert f"Example: archc {command}" in " ".join(text.split())
+    assert "<" not in text.replace("<=", "") and "list[" not in text, text  # no <str>, <int>, <list[str]>
+
+
+def test_one_error_format():
+    spec_error = archc("check", "no_such.yaml")
+    assert spec_error.returncode == 2 and spec_error.stderr.startswith("no_such.yaml:1:1: error: ")
+    for args, message in ((["summary", SPEC, "--depth", "x"], "archc: error: --depth takes"),
+                          (["summary"], "archc: error: Missing argument 'SPEC'. (hint: see 'archc summary -h')"),
+                          (["summary", SPEC, "--nope"], "archc: error: No such option: --nope"),
+                          (["summary", SPEC, "--batch", "x"], "archc: error: Invalid value for '--batch'"),
+                          (["nosuchcommand"], "archc: error: No such command")):
+        r = archc(*args)
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert r.stderr.startswith(message) and "╭" not in r.stderr, (args, r.stderr)
+
+
+def test_plurals(tmp_path):
+    from archcompiler.cli import plural
+
+    assert [plural(1, "block"), plural(2, "block"), plural(1_000, "layer")] == ["1 block", "2 blocks", "1,000 layers"]
+    assert plural(1, "block or group", "blocks and groups") == "1 block or group"
+    one = tmp_path / "one.yaml"
+    one.write_text("archc: 1\nname: one\ninput: [3, 8, 8]\nbody:\n  - stem: {seq: [{conv: {out: 4, k: 3}}]}\n")
+    r = archc("check", str(one))
+    assert r.returncode == 0 and ": ok: one, 1 layer, " in r.stdout, r.stdout + r.stderr
+
+
+def test_build_progress_shows_only_after_a_second():
+    from rich.console import Console
+
+    from archcompiler.cli import Steps
+
+    def run(delay: float, wait: float) -> str:
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=True, width=100)
+        with Steps(2, delay=delay, console=console) as steps:
+            with steps.step("checking a forward pass"):
+                import time
+
+                time.sleep(wait)
+        return out.getvalue()
+
+    assert "checking a forward pass" in run(0.0, 0.3)
+    assert run(5.0, 0.0) == ""
+
+
+def test_latex_format_for_summary_paper_and_diff():
+    from test_report import check_latex
+
+    for args in (["summary", SPEC, "-f", "latex"], ["summary", "googlenet_paper", "--paper", "-f", "latex"],
+                 ["diff", "inception_v4", "inception_resnet_v2", "-f", "latex"]):
+        r = archc(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        check_latex(r.stdout)

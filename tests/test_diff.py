@@ -120,3 +120,15 @@ def test_deltas_are_signed_and_totals_relative():
     assert "+13,163,648 (+30.8%)" in text and "\u2212128,544" in text
     text = D.to_markdown(diff("inception_resnet_v2", "inception_v4"))
     assert "\u221213,163,648 (\u221223.6%)" in text
+
+
+def test_latex_diff_is_a_booktabs_table():
+    from test_report import check_latex
+
+    diffing = D
+    root = Path(__file__).parents[1] / "specs"
+    d = diffing.diff(archcompiler.compile_graph(root / "inception_v4.yaml"),
+                     archcompiler.compile_graph(root / "inception_resnet_v2.yaml"))
+    cells = check_latex(diffing.to_latex(d))
+    assert cells[0][0] == "stage" and r"$\Delta$ params" in cells[0]
+    assert cells[-1][0] == r"\textbf{total}" and len(cells) == 1 + len(d.rows) + 1

@@ -1,6 +1,6 @@
 """Mutants of every zoo spec keep the error contract (see tests/fuzzing.py for the mutations and the contract).
 
-A bounded budget for the suite (ARCHC_FUZZ_EXAMPLES, default 150) with a fixed
+A bounded budget for the suite (ARCHC_FUZZ_EXAMPLES, default 100) with a fixed
 seed, so CI is repeatable; scripts/fuzz.py runs long random campaigns with the
 same mutations and checks.
 """
@@ -20,7 +20,7 @@ SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 TEXTS = [p.read_text() for p in SPECS]
 
 
-@settings(max_examples=int(os.environ.get("ARCHC_FUZZ_EXAMPLES", "150")), deadline=None, derandomize=True,
+@settings(max_examples=int(os.environ.get("ARCHC_FUZZ_EXAMPLES", "100")), deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck), database=None)
 @given(index=st.integers(0, len(SPECS) - 1), rng=st.randoms(use_true_random=False))
 def test_mutants_of_the_zoo_keep_the_error_contract(tmp_path_factory, index, rng):

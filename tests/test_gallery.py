@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import archcompiler
+
 ROOT = Path(__file__).parents[1]
 SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
 
@@ -20,7 +22,7 @@ def test_gallery_script_draws_a_spec_and_its_block_figure(tmp_path):
                         "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     pictures = sorted(p.name for p in (tmp_path / "gallery").iterdir())
-    assert pictures == ["googlenet_paper.inception.svg", "googlenet_paper.svg"]
+    assert pictures == ["googlenet_paper.aux.svg", "googlenet_paper.inception.svg", "googlenet_paper.svg"]
     for name in pictures:
         ET.fromstring((tmp_path / "gallery" / name).read_text())
     page = (tmp_path / "gallery.md").read_text()
@@ -39,5 +41,9 @@ def test_committed_gallery_shows_every_spec_and_a_module_of_every_inception_netw
     for spec in SPECS:
         assert f"![{spec}](gallery/{spec}.svg)" in page
         assert (ROOT / "docs" / "gallery" / f"{spec}.svg").exists()
-    for spec in (s for s in SPECS if "inception" in s or "googlenet" in s):
-        assert "--block" in page.split(f"`specs/{spec}.yaml`")[1].split("## ")[0], spec
+    for spec in (s for s in SPECS if any(f in s for f in ("inception", "googlenet", "resnet", "mobilenet"))):
+        section = page.split(f"`specs/{spec}.yaml`")[1].split("## ")[0]
+        graph = archcompiler.compile_graph(ROOT / "specs" / f"{spec}.yaml")
+        for block in {s.block for s in graph.scopes.values() if s.block}:  # every module of these families
+            assert f"--block {block}`" in section, (spec, block)
+            assert (ROOT / "docs" / "gallery" / f"{spec}.{block}.svg").exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,16 +10,16 @@ import archcompiler
 from archcompiler import SpecError, UserError
 from archcompiler.limits import DEFAULT_MAX_MEMORY, check_memory, fmt_bytes, parse_size
 
-from conftest import make_spec
+from conftest import Ran, make_spec, run_archc
 
 ROOT = Path(__file__).parents[1]
 BAD = ROOT / "tests" / "fixtures" / "bad_specs"
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
-def archc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archcompiler.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+def archc(*args: str) -> Ran:
+    """The command line, in this process (conftest.run_archc)."""
+    return run_archc(*args, cwd=ROOT, timeout=120)
 
 
 @pytest.mark.parametrize("text, size", [("1000", 1000), ("8GiB", 8 * 2**30), ("8G", 8 * 2**30), ("512MB", 512 * 10**6),
@@ -63,7 +61,7 @@ def test_max_memory_raises_and_lowers_the_bound():
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("specs/lenet5.yaml:") and "over the 1000 bytes limit" in r.stderr
     r = archc("summary", "specs/lenet5.yaml", "--max-memory", "lots")
-    assert r.returncode == 2 and r.stderr.startswith("error: --max-memory expects a size") and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("archc: error: --max-memory expects a size") and "Traceback" not in r.stderr
 
 
 def test_build_counts_its_self_check_batch_before_allocating(tmp_path):
@@ -99,3 +97,17 @@ def test_cli_seed_outside_torchs_range_exits_2(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert "the seed must be a whole number from 0 to 2**64 - 1" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_meta_build_refuses_only_what_torch_cannot_size(tmp_path):
+    import archcompiler
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text("archc: 1\nname: big\ninput: [3, 8, 8]\n"
+                    "body: {a: {conv: {out: 4294967296, k: 3}}, b: {conv: {out: 4294967296, k: 3}}}\n")
+    with pytest.raises(archcompiler.SpecError, match="'b' \\(conv\\) has .* weights"):
+        archcompiler.build(spec, device="meta")
+    wide = tmp_path / "wide.yaml"  # 36 GiB of weights: over the default bound, fine on meta
+    wide.write_text("archc: 1\nname: wide\ninput: [3, 8, 8]\nbody: {a: {conv: {out: 100000, k: 1}}, "
+                    "b: {conv: {out: 100000, k: 1}}}\n")
+    assert sum(p.numel() for p in archcompiler.build(wide, device="meta").parameters()) > 9 * 10**9

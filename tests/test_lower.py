@@ -189,7 +189,7 @@ def test_forward_frees_intermediates(aux_model):
     # the train-only branch's input (stem) must survive until the training block
     before_training = forward.split("if self.training:")[0]
     assert "stem = None" not in before_training
-    assert "head_p = None" in before_training
+    assert "head_p = None" in forward  # the aux branch runs where it branches off (right after stem)
 
 
 SMALL_SPECS = [

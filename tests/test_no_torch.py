@@ -25,18 +25,23 @@ def test_summary_api_does_not_import_torch():
     assert json.loads(out) == [13_004_888, False]
 
 
-def test_summary_and_check_commands_do_not_import_torch():
+def test_summary_and_check_commands_do_not_import_torch(tmp_path):
+    # The commands one after another in one process: torch, once imported, stays in sys.modules, so the
+    # first command that imports it is the first to print TORCH.
+    commands = [["summary", "specs/googlenet.yaml", "--format", "json"], ["check", "specs/googlenet.yaml"],
+                ["summary", "specs/googlenet_paper.yaml", "--paper", "--format", "csv"],
+                ["diff", "specs/inception_v4.yaml", "specs/inception_resnet_v2.yaml", "--format", "json"],
+                ["draw", "specs/googlenet.yaml", "-o", str(tmp_path / "archc-no-torch.dot"), "--depth", "full"]]
     code = (
         "import sys, runpy\n"
-        "sys.argv = ['archc', {args}]\n"
-        "try:\n"
-        "    runpy.run_module('archcompiler.cli', run_name='__main__')\n"
-        "except SystemExit as e:\n"
-        "    assert not e.code, e.code\n"
-        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+        f"for args in {commands!r}:\n"
+        "    sys.argv = ['archc', *args]\n"
+        "    try:\n"
+        "        runpy.run_module('archcompiler.cli', run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, (args, e.code)\n"
+        "    print('@@', 'TORCH' if 'torch' in sys.modules else 'NO-TORCH', args[0], flush=True)"
     )
-    for args in ("'summary', 'specs/googlenet.yaml', '--format', 'json'", "'check', 'specs/googlenet.yaml'",
-                 "'summary', 'specs/googlenet_paper.yaml', '--paper', '--format', 'csv'",
-                 "'diff', 'specs/inception_v4.yaml', 'specs/inception_resnet_v2.yaml', '--format', 'json'",
-                 "'draw', 'specs/googlenet.yaml', '-o', '/tmp/archc-no-torch.dot', '--depth', 'full'"):
-        assert _run(code.format(args=args)).strip().endswith("NO-TORCH")
+    verdicts = [line for line in _run(code).splitlines() if line.startswith("@@ ")]
+    assert verdicts == [f"@@ NO-TORCH {args[0]}" for args in commands]
+    assert (tmp_path / "archc-no-torch.dot").read_text().startswith("digraph")

@@ -94,3 +94,14 @@ def test_renderings_carry_the_same_rows():
     md = [line for line in paper.to_markdown(t, "si").splitlines() if line.startswith("|")]
     assert len(md) == 2 + len(t.rows) and len({line.count("|") for line in md}) == 1
     assert "| inception | inception3a |  | 28x28x256 | 2 | 64 | 96 | 128 | 16 | 32 | max + 32 | 164K | 128M |" in md
+
+
+def test_latex_paper_table_is_a_booktabs_table():
+    from test_report import check_latex
+
+    paper_mod = paper
+    graph = archcompiler.compile_graph(Path(__file__).parents[1] / "specs" / "googlenet_paper.yaml")
+    table = paper_mod.paper_table(graph, analyze(graph))
+    cells = check_latex(paper_mod.to_latex(table))
+    assert cells[0][:2] == ["type", "name"] and r"\#3x3 reduce" in cells[0]
+    assert len(cells) == 1 + len(table.rows)

@@ -1,13 +1,16 @@
 """Users' own ops: `register_op`, the three ways to load a plugin, `requires:`, and the example plugin
 (examples/plugins/archc-example-ops, installed by scripts/setup.sh) in every command.
 
-The command line runs in a subprocess, as a user runs it.  `hide_installed` runs it with the
-`archc.ops` entry points hidden, so that `--plugin` and `ARCHC_PLUGINS` are seen to load the
-plugin on their own.  In-process tests that register ops leave the registry as it was (conftest.py).
+The command line runs in this process, with the op registry of a fresh process (`archc`), and each
+way of loading the plugin once more in a process of its own, as a user runs it (`archc_process`).
+`hide_installed` runs it with the `archc.ops` entry points hidden, so that `--plugin` and
+`ARCHC_PLUGINS` are seen to load the plugin on their own.  In-process tests that register ops leave
+the registry as it was (conftest.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -16,7 +19,9 @@ import re
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -24,6 +29,8 @@ import archcompiler
 from archcompiler import PluginError, SpecError, plugins, register_op
 from archcompiler.ops import OPS, OpDef
 from archcompiler.spec import parse_spec
+
+from conftest import Ran, run_archc
 
 ROOT = Path(__file__).parents[1]
 PLUGIN_DIR = ROOT / "examples" / "plugins" / "archc-example-ops"
@@ -44,9 +51,10 @@ runpy.run_module("archcompiler.cli", run_name="__main__")
 """
 
 
-def archc(*args: str, hide_installed: bool = False, env: dict | None = None, cwd: Path = ROOT,
-          path: Path | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != plugins.ENV}
+def archc_process(*args: str, hide_installed: bool = False, env: dict | None = None, cwd: Path = ROOT,
+                  path: Path | None = None) -> subprocess.CompletedProcess:
+    """The command line in a process of its own; `path` goes on its PYTHONPATH."""
+    environ = {k: v for k, v in os.environ.items() if k not in (plugins.ENV, "COLUMNS")}  # xdist sets COLUMNS
     environ.update(env or {}, ARCHC_TEST_ARGS=json.dumps(list(args)))
     if hide_installed:
         environ["ARCHC_TEST_HIDE_INSTALLED"] = "1"
@@ -55,10 +63,54 @@ def archc(*args: str, hide_installed: bool = False, env: dict | None = None, cwd
     return subprocess.run([sys.executable, "-c", RUNNER], cwd=cwd, env=environ, capture_output=True, text=True)
 
 
-def one_line_error(r: subprocess.CompletedProcess) -> str:
+@contextmanager
+def fresh_process(hide_installed: bool = False, path: Path | None = None) -> Iterator[None]:
+    """This process as a new one would be: no plugin loaded, no op of a plugin's registered, `path`
+    first on sys.path, and (`hide_installed`) no `archc.ops` entry point; all put back afterwards."""
+    ops, loaded, entry_points, sys_path = dict(OPS), set(plugins._loaded), plugins._entry_points, list(sys.path)
+
+    def plugin_modules() -> set[str]:
+        return {op.origin for op in OPS.values() if op.origin} | plugins._loaded
+
+    modules = {name: sys.modules.pop(name) for name in plugin_modules() if name in sys.modules}
+    for name in [name for name, op in OPS.items() if op.origin]:
+        del OPS[name]
+    plugins._loaded.clear()
+    if hide_installed:
+        plugins._entry_points = lambda: []
+    if path is not None:
+        sys.path.insert(0, str(path))
+        importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        for name in plugin_modules():
+            sys.modules.pop(name, None)
+        sys.modules.update(modules)
+        sys.path[:] = sys_path
+        plugins._entry_points = entry_points
+        OPS.clear()
+        OPS.update(ops)
+        plugins._loaded.clear()
+        plugins._loaded.update(loaded)
+
+
+def archc(*args: str, hide_installed: bool = False, env: dict | None = None, cwd: Path = ROOT,
+          path: Path | None = None) -> Ran:
+    """The command line in this process (conftest.run_archc), as `archc_process` runs it in a new one.
+
+    `env` sets environment variables for the call (ARCHC_PLUGINS is unset unless it names it);
+    `path` goes first on sys.path, as PYTHONPATH would put it.
+    """
+    assert "PYTHONPATH" not in (env or {}), "PYTHONPATH takes a process of its own: archc_process"
+    with fresh_process(hide_installed, path):
+        return run_archc(*args, cwd=cwd, env={plugins.ENV: None, **(env or {})})
+
+
+def one_line_error(r: Ran | subprocess.CompletedProcess) -> str:
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(("error: ", f"{SPEC}:")), r.stderr
+    assert r.stderr.startswith(("archc: error: ", f"{SPEC}:")), r.stderr
     return r.stderr.strip()
 
 
@@ -100,7 +152,7 @@ def test_every_command_with_the_example_plugin(route, tmp_path):
     how = dict(ROUTES[route])
     prefix = how.pop("prefix", ())
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str) -> Ran:
         r = archc(*prefix, *args, **how)
         assert r.returncode == 0, r.stderr
         return r
@@ -125,6 +177,17 @@ def test_every_command_with_the_example_plugin(route, tmp_path):
     assert "built mobile: 4,314 parameters" in r.stdout
     assert f"import {MODULE}\n" in (out / "mobile.py").read_text()
     assert (out / "mobile.onnx").stat().st_size > 0
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_each_way_of_loading_the_plugin_works_in_a_process_of_its_own(route):
+    how = dict(ROUTES[route])
+    prefix = how.pop("prefix", ())
+    r = archc_process(*prefix, "check", str(SPEC), **how)
+    assert r.returncode == 0 and "ok: mobile, 11 layers" in r.stdout, r.stderr
+    if route == "entry point":  # and with the entry points hidden, the spec's `requires:` is unmet
+        hidden = archc_process("check", str(SPEC), hide_installed=True)
+        assert hidden.returncode == 2 and "requires plugin 'archc_example_ops', which is not loaded" in hidden.stderr
 
 
 def test_schema_lists_the_plugin_ops():
@@ -182,9 +245,9 @@ def test_requires_accepts_an_entry_point_name_of_a_loaded_module(example, monkey
 def test_a_plugin_that_fails_to_import_is_one_line_and_exit_2(tmp_path):
     write_module(tmp_path, "tplug_broken", "raise RuntimeError('boom')\n")
     line = one_line_error(archc("--plugin", "tplug_broken", "check", str(SPEC), path=tmp_path))
-    assert line == "error: plugin 'tplug_broken' (--plugin) failed to load: RuntimeError: boom"
+    assert line == "archc: error: plugin 'tplug_broken' (--plugin) failed to load: RuntimeError: boom"
     line = one_line_error(archc("check", str(SPEC), env={plugins.ENV: "archc_example_ops, tplug_missing"}))
-    assert line == ("error: plugin 'tplug_missing' (ARCHC_PLUGINS) failed to load: "
+    assert line == ("archc: error: plugin 'tplug_missing' (ARCHC_PLUGINS) failed to load: "
                     "ModuleNotFoundError: No module named 'tplug_missing'")
     write_module(tmp_path, "tplug_syntax", "def broken(:\n")
     assert "plugin 'tplug_syntax' (--plugin) failed to load: SyntaxError: " in one_line_error(
@@ -218,7 +281,7 @@ def test_a_duplicate_op_names_both_origins(example, tmp_path):
         register_op(dataclasses.replace(OPS["sepconv"], origin=None))
     """)
     line = one_line_error(archc("--plugin", "tplug_dup", "check", str(SPEC), path=tmp_path))
-    assert line == ("error: plugin 'tplug_dup' (--plugin) failed to load: op 'sepconv' from plugin 'tplug_dup' is "
+    assert line == ("archc: error: plugin 'tplug_dup' (--plugin) failed to load: op 'sepconv' from plugin 'tplug_dup' is "
                     "registered already, by plugin 'archc_example_ops'")
 
 
@@ -363,7 +426,10 @@ def test_the_walk_through_commands_print_what_it_shows(hidden, command, shown, t
         env[key] = value
     assert words[0] == "archc", command
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    r = archc(*words[1:], hide_installed=hidden, env=env, cwd=tmp_path)
+    if "PYTHONPATH" in env:  # read by a new process only
+        r = archc_process(*words[1:], hide_installed=hidden, env=env, cwd=tmp_path)
+    else:
+        r = archc(*words[1:], hide_installed=hidden, env=env, cwd=tmp_path)
     got, want = _text(r.stdout + r.stderr), _text(shown)
     if "mobile.svg" in want and "mobile.dot" in got:  # a machine without Graphviz writes the DOT source
         want = want.replace("mobile.svg", "mobile.dot")
@@ -373,6 +439,6 @@ def test_the_walk_through_commands_print_what_it_shows(hidden, command, shown, t
 def test_the_walk_through_python_runs():
     (code,) = [b for b in re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
                if "load_plugins()" in b]
-    environ = {k: v for k, v in os.environ.items() if k != plugins.ENV}
+    environ = {k: v for k, v in os.environ.items() if k not in (plugins.ENV, "COLUMNS")}  # xdist sets COLUMNS
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "4314", r.stderr

@@ -88,8 +88,8 @@ def test_table_is_a_tree_with_totals_memory_and_model_sizes(rep):
     console = Console(width=250, record=True, file=io.StringIO())
     console.print(report.to_table(rep, 2))
     text = console.export_text()
-    assert "13,004,888" in text and "1,498,376,192" in text and "1.498 GMACs" in text
-    assert f"model size {4 * (rep.total_params + rep.total_buffers):,} fp32" in text
+    assert "13,004,888" in text and "1,498,376,192" in text and "1.50 GMACs" in text
+    assert f"model size {4 * (rep.total_params + rep.total_buffers):,} bytes" in text
     assert "├─ branch1" in text and "└─ concat" in text  # tree guides under inception3a
     for row in report.visible(rep, 2):
         assert row.name.rsplit(".", 1)[-1] in text
@@ -112,3 +112,169 @@ def test_tree_prefixes_mark_last_children():
     rows = [archcompiler.analysis.Row(name, "layer", "relu", "relu", depth, (1,), 0, 0, 0, 1, False)
             for name, depth in [("a", 1), ("a.x", 2), ("a.x.p", 3), ("a.y", 2), ("b", 1)]]
     assert report.tree_prefixes(rows) == ["", "├─ ", "│  └─ ", "└─ ", ""]
+
+
+# ------------------------------------------------------------------------------ fitting the terminal
+
+def _zoo_names() -> list[str]:
+    from archcompiler import zoo
+
+    return list(zoo.models())
+
+
+ZOO_SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
+
+
+def _rendered(rep, width: int, **kw) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(report.to_table(rep, width=width, **kw))
+    return console.export_text()
+
+
+def _cells(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and body cells of a rendered rich table, split at the header's column borders."""
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    edges = [i for i, ch in enumerate(header) if ch == "┃"]
+
+    def split(line: str) -> list[str]:
+        return [line[a + 1:b].strip() for a, b in zip(edges, edges[1:])]
+
+    return split(header), [split(line) for line in lines if line.startswith("│")]
+
+
+def _assert_nothing_cut(rep, text: str, width: int, depth=report.MODULES) -> None:
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    assert "…" not in text, "a cell was cut"
+    _, body = _cells(text)
+    rows = report.visible(rep, depth)
+    assert len(body) == len(rows) + 1, "one line per row and the total: nothing folded"
+    for row, cells in zip(rows, body):
+        tail = row.name.rsplit(".", 1)[-1] if row.depth > 1 else row.name
+        assert cells[0].removesuffix(" *").endswith(tail), (cells[0], row.name)
+        assert fmt_shape(row.output_shape) in cells
+        assert {report.count(row.params, "raw"), report.count(row.params, "si")} & set(cells)
+        assert {report.count(row.macs, "raw"), report.count(row.macs, "si")} & set(cells)
+    assert f"{rep.total_params:,} params" in " ".join(text.split())
+
+
+from archcompiler.ops import fmt_shape  # noqa: E402
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("spec", ZOO_SPECS, ids=[p.stem for p in ZOO_SPECS])
+def test_no_number_name_or_shape_is_cut_at_80_and_120_columns(spec, width):
+    rep = archcompiler.summary(spec)
+    _assert_nothing_cut(rep, _rendered(rep, width), width)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_every_zoo_model_by_name_fits(width):
+    for name in _zoo_names():
+        rep = archcompiler.summary(name)
+        _assert_nothing_cut(rep, _rendered(rep, width), width)
+
+
+def test_default_depth_shows_the_modules_of_the_timm_layouts():
+    for spec in ("inception_v4", "inception_resnet_v2"):
+        rep = archcompiler.summary(spec)
+        shown = report.visible(rep, report.MODULES)
+        blocks = [r for r in rep.rows if r.kind == "block"]
+        outermost = {b.name for b in blocks if not any(b.name.startswith(o.name + ".") for o in blocks)}
+        assert len(outermost) > 10 and outermost <= {r.name for r in shown}
+        assert all(r.kind == "block" or not any(r.name.startswith(b.name + ".") for b in blocks) for r in shown)
+
+
+def test_columns_drop_by_the_stated_priority(rep):
+    wide = _rendered(rep, 200)
+    assert "buffers" in wide and "RF / jump" in wide and "13,004,888" in wide
+    narrow = _rendered(rep, 80)
+    header = next(line for line in narrow.splitlines() if "name" in line and "output" in line)
+    assert "buffers" not in header and "RF / jump" not in header and "MACs" in header and "params" in header
+    assert "to fit 80 columns: 'buffers' left out, 'RF / jump' left out" in " ".join(narrow.split())
+    assert [step for step in report.FIT_STEPS] == [("drop", "buffers"), ("drop", "rf"), ("si", None),
+                                                   ("drop", "act"), ("drop", "op")]
+
+
+def test_columns_take_torchinfos_ids(rep):
+    cols = report.parse_columns("output_size,num_params,params_percent,mult_adds,kernel_size")
+    assert cols == ("name", "output", "params", "params_percent", "macs", "kernel")
+    text = _rendered(rep, 120, depth=None, columns=cols)
+    assert _cells(text)[0] == ["name", "output", "params", "params %", "MACs", "kernel"]
+    assert "7x7" in text and "100%" in text
+    with pytest.raises(archcompiler.errors.UserError, match="no column 'colour'"):
+        report.parse_columns("params,colour")
+
+
+def test_si_prefixes_suit_the_size():
+    assert report.si(2_100_000, "MACs") == "2.10 MMACs" and report.si(840, "MACs") == "840 MACs"
+    assert report.si(1_814_073_344, "FLOPs") == "1.81 GFLOPs" and report.si(52_019_552, "B") == "52.0 MB"
+    lenet = archcompiler.summary("lenet5")
+    line = report.totals_line(lenet)
+    assert "GMACs" not in line and " kMACs" in line or " MMACs" in line
+
+
+def test_every_total_names_its_unit(rep):
+    raw, si = report.totals_line(rep), report.totals_line(rep, "si")
+    assert raw.startswith("total: 13,004,888 params, ") and "buffer values" in raw
+    assert "1,498,376,192 MACs (1.50 GMACs)" in raw and " bytes (" in raw
+    assert si.startswith("total: 13.0M params") and "1.50 GMACs" in si and " MB fp32" in si
+
+
+def test_flops_are_twice_the_macs_and_labelled_flops(rep):
+    line = report.totals_line(rep, count_as="flops")
+    assert "2,996,752,384 FLOPs (3.00 GFLOPs) (FLOPs = 2 x MACs)" in line and "MACs (" not in line
+    text = _rendered(rep, 200, count_as="flops")
+    header = next(line for line in text.splitlines() if "name" in line and "output" in line)
+    assert "FLOPs" in header and "MACs" not in header and "2,996,752,384" in text
+    data = json.loads(report.to_json(rep, count_as="flops"))
+    assert data["total_flops"] == 2 * data["total_macs"] and data["count"] == "flops"
+    assert all(n["flops"] == 2 * n["macs"] for n in data["nodes"])
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(rep, count_as="flops"))))
+    assert all(int(r["flops"]) == 2 * int(r["macs"]) for r in rows)
+    md = report.to_markdown(rep, 1, count_as="flops")
+    assert "| FLOPs |" in md and "| MACs |" not in md
+
+
+# ------------------------------------------------------------------------------ LaTeX
+
+
+def check_latex(text: str) -> list[list[str]]:
+    """Check a booktabs table's structure (no TeX engine here); return its rows' cells."""
+    import re
+
+    assert text.isascii(), "every character escaped or spelled in LaTeX"
+    lines = text.strip().splitlines()
+    assert lines[0] == r"\begin{table}[htbp]" and lines[-1] == r"\end{table}"
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 1
+    rules = [line for line in lines if line in (r"\toprule", r"\midrule", r"\bottomrule")]
+    assert rules[0] == r"\toprule" and rules[-1] == r"\bottomrule" and r"\midrule" in rules
+    align = re.search(r"\\begin\{tabular\}\{([lcr]+)\}", text).group(1)
+    body = [line for line in lines if line.endswith(r"\\")]
+    cells = [re.split(r"(?<!\\)&", line[:-2]) for line in body]
+    assert all(len(c) == len(align) for c in cells), "every row has the tabular's columns"
+    for line in body:
+        bare = re.sub(r"\\[a-zA-Z]+\{?|\\[_&%$#{}]|\{|\}|\$[^$]*\$", "", line)
+        assert not re.search(r"[_%#^~]", bare), line  # specials are escaped
+    depth = 0
+    for ch in re.sub(r"\\[{}]", "", text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0, "braces balance"
+    return [[c.strip() for c in row] for row in cells]
+
+
+@pytest.mark.parametrize("count_as", report.COUNTS)
+def test_latex_summary_is_a_booktabs_table(rep, count_as):
+    text = report.to_latex(rep, report.MODULES, "raw", count_as)
+    cells = check_latex(text)
+    assert cells[0][5] == ("FLOPs" if count_as == "flops" else "MACs")
+    assert len(cells) == 1 + len(report.visible(rep, report.MODULES)) + 1  # header, rows, total
+    assert cells[-1][3] == r"\textbf{13,004,888}"
+    assert r"\texttt{inception3a}" in text and r"\quad \texttt{" not in text  # modules: no nesting shown
+    nested = report.to_latex(rep, 2)
+    assert r"\quad \texttt{branch1}" in nested
+    check_latex(nested)

@@ -44,3 +44,14 @@ def test_spec_cites_its_paper_and_stays_short(spec):
     graph = archcompiler.compile_graph(spec)
     assert graph.paper and graph.title
     assert len(spec.read_text().splitlines()) <= 200
+
+
+def test_generated_model_table_is_up_to_date():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zoo_table", ROOT / "scripts" / "zoo_table.py")
+    zoo_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo_table)
+    doc = (ROOT / "docs" / "zoo.md").read_text()
+    assert zoo_table.current_section(doc) == zoo_table.section(), (
+        "docs/zoo.md's generated model table is stale: run .venv/bin/python scripts/zoo_table.py --write")

@@ -13,7 +13,8 @@ and its arguments) that `codegen` instantiates for `lower` and prints for
 # ruff: noqa: I001  (the order of the family imports is the order ops are registered in)
 from __future__ import annotations
 
-from .registry import (ACTIVATIONS, CATEGORIES, POINTWISE, REQUIRED, ActName, Arg, Args, Category, Const, Construct,
+from .registry import (ACTIVATIONS, CATEGORIES, INPLACE_ACTIVATIONS, Autograd,  # noqa: E501
+                       POINTWISE, REQUIRED, ActName, Arg, Args, Category, Const, Construct,
                        InChannels, Kw, Lowered, Lowering, NoArgs, OpDef, OPS, Pair, PaperRole, Ref, Shape, ShapeError,
                        Window, act_call, counted_ops, counting_convention, fmt_shape, join_op, pair, register,
                        spec_ops, weighted_families)
@@ -27,7 +28,8 @@ from .lenet import RBFArgs, SubsampleArgs, rbf_prototypes  # noqa: E402
 from .join import JoinArgs  # noqa: E402
 
 __all__ = [
-    "ACTIVATIONS", "CATEGORIES", "POINTWISE", "REQUIRED", "ActName", "Arg", "Args", "Category", "Const", "Construct",
+    "ACTIVATIONS", "CATEGORIES", "INPLACE_ACTIVATIONS", "Autograd",
+    "POINTWISE", "REQUIRED", "ActName", "Arg", "Args", "Category", "Const", "Construct",
     "InChannels", "Kw", "Lowered", "Lowering", "NoArgs", "OpDef", "OPS", "Pair", "PaperRole", "Ref", "Shape",
     "ShapeError", "Window", "act_call", "counted_ops", "counting_convention", "fmt_shape", "join_op", "pair",
     "register", "spec_ops", "weighted_families", "ConvArgs", "NormArgs", "conv_padding", "AdaptivePoolArgs",

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal, Optional, Union
 from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from .registry import (
+    READS_INPUTS,
     ActName,
     Arg,
     Args,
@@ -20,6 +21,7 @@ from .registry import (
     Shape,
     ShapeError,
     act_call,
+    act_call_inplace,
     act_module,
     need_map,
     out_channels,
@@ -147,15 +149,15 @@ def _conv_lowering(a: ConvArgs, shapes: list[Shape]) -> Lowering:
     if a.connections is not None:
         conv = Construct("PartialConv2d", (InChannels(c), Arg(a.connections, shown=[list(o) for o in a.connections]),
                                            *geometry), (*options, bias))
-        return Lowering(conv, act_call(a.act, inner))
+        return Lowering(conv, act_call(a.act, inner), inplace_call=act_call_inplace(a.act, inner))
     conv = Construct("nn.Conv2d", (InChannels(c), Arg(a.out, ("out",)), *geometry),
                      (*options, Kw("groups", Arg(a.groups, ("groups",)), 1), bias))
     if a.norm is None:
-        return Lowering(conv, act_call(a.act, inner))
+        return Lowering(conv, act_call(a.act, inner), inplace_call=act_call_inplace(a.act, inner))
     bn = Construct("nn.BatchNorm2d", (Arg(a.out, ("out",)),), (
         Kw("eps", Arg(a.norm.eps, ("norm", "eps")), 1e-5), Kw("momentum", Arg(a.norm.momentum, ("norm", "momentum")), 0.1),
         Kw("affine", Arg(a.norm.affine, ("norm", "affine")), True)))
-    act = act_module(a.act) if a.act else None
+    act = act_module(a.act, inplace=True) if a.act else None  # after BatchNorm, whose backward reads no output
     return Lowering(Construct("ConvNormAct", (conv, bn, act), (Kw("pad", None if symmetric else (l, r, t, b), None),)))
 
 
@@ -176,7 +178,7 @@ def _conv_label(a: ConvArgs) -> str:
 
 register(OpDef(
     "conv", ConvArgs, "convolution", _conv_infer, _conv_label, _conv_lowering, _conv_params, _conv_macs,
-    window=lambda a, s: (pair(a.k), pair(a.s), pair(a.dilation)), channels=out_channels,
+    window=lambda a, s: (pair(a.k), pair(a.s), pair(a.dilation)), channels=out_channels, autograd=READS_INPUTS,
     paper=PaperRole("convolution", weighted=True, family="conv", patch=window_patch,
                     filters=lambda a: (*pair(a.k), a.out)),
     doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`); "

@@ -10,9 +10,11 @@ from pydantic import Field, StrictBool, StrictInt
 
 from .registry import (
     POINTWISE,
+    READS_INPUTS,
     ActName,
     Arg,
     Args,
+    Autograd,
     Const,
     Construct,
     InChannels,
@@ -25,6 +27,7 @@ from .registry import (
     ShapeError,
     Window,
     act_call,
+    act_call_inplace,
     fmt_shape,
     need_map,
     need_vector,
@@ -91,7 +94,7 @@ def _linear_lowering(a: LinearArgs, shapes: list[Shape]) -> Lowering:
         there = [d for d in range(len(shape) + 1) if d != k + 1] + [k + 1]
         back = [there.index(d) for d in range(len(shape) + 1)]
         call = "{m}({0}.permute(%s)).permute(%s)" % (", ".join(map(str, there)), ", ".join(map(str, back)))
-    return Lowering(linear, act_call(a.act, call))
+    return Lowering(linear, act_call(a.act, call), inplace_call=act_call_inplace(a.act, call))
 
 
 def _linear_in(a: LinearArgs, shapes: list[Shape]) -> int:
@@ -106,7 +109,7 @@ register(OpDef(
     "linear", LinearArgs, "dense", _linear_infer, lambda a: f"linear {a.out}" + (f" +{a.act}" if a.act else ""),
     _linear_lowering,
     params=lambda a, s: (_linear_in(a, s) * a.out + (a.out if a.bias else 0), 0),
-    macs=lambda a, s, o: math.prod(s[0]) * a.out, channels=_linear_channels,
+    macs=lambda a, s, o: math.prod(s[0]) * a.out, channels=_linear_channels, autograd=READS_INPUTS,
     paper=PaperRole("linear", weighted=True, family="linear"),
     doc="Fully connected layer on a flat (features,) input, or with `axis` along that axis of any input "
         "(`axis: -1`: the last, as nn.Linear), optionally followed by an activation (`act`).",
@@ -156,6 +159,7 @@ register(OpDef("flatten", FlattenArgs, "shape", _flatten_infer,
 register(OpDef("dropout", DropoutArgs, "regularize", lambda a, s: s[0], lambda a: f"dropout {a.p:g}",
                lambda a, s: Lowering(Construct("nn.Dropout", (Arg(a.p, ("p",)),))),
                paper=PaperRole(lambda a: f"dropout ({a.p:.0%})"),
+               autograd=Autograd(reads_inputs=False, reads_output=lambda a: False, fresh=False),  # eval: its input
                doc="Dropout with probability `p` (training mode only)."))
 
 register(OpDef("identity", NoArgs, "shape", lambda a, s: s[0], lowering=lambda a, s: Lowering(None, "{0}"),
@@ -171,10 +175,12 @@ def _softmax_infer(a: SoftmaxArgs, shapes: list[Shape]) -> Shape:
 
 register(OpDef("softmax", SoftmaxArgs, "act", _softmax_infer,
                lowering=lambda a, s: Lowering(None, "torch.softmax({0}, %d)" % a.dim),
+               autograd=Autograd(reads_inputs=False, reads_output=lambda a: True, fresh=True),
                doc="Softmax along `dim` (1, the channels or classes, by default)."))
 
 register(OpDef("scale", ScaleArgs, "shape", lambda a, s: s[0], lambda a: f"x {a.factor:g}",
                lambda a, s: Lowering(None, "{0} * {factor}", {"factor": Const(a.factor, "factor")}),
+               autograd=Autograd(reads_inputs=False, reads_output=lambda a: False, fresh=True),
                doc="Multiplies its input by a constant `factor`."))
 
 

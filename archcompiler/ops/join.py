@@ -5,7 +5,22 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .registry import ActName, Args, Const, Lowering, OpDef, PaperRole, Shape, ShapeError, act_call, fmt_shape, register
+from .registry import (
+    READS_INPUTS,
+    READS_NOTHING,
+    ActName,
+    Args,
+    Const,
+    Lowering,
+    OpDef,
+    PaperRole,
+    Shape,
+    ShapeError,
+    act_call,
+    act_call_inplace,
+    fmt_shape,
+    register,
+)
 
 
 class JoinArgs(Args):
@@ -53,7 +68,12 @@ def _mul_channels(a: JoinArgs, ins: list[str], shapes: list[Shape], src: object)
 
 
 def _add_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
-    return Lowering(None, act_call(a.act, " + ".join("{%d}" % i for i in range(len(shapes)))))
+    n = len(shapes)
+    total = " + ".join("{%d}" % i for i in range(n))
+    # a + b + c written into a (a.add_(b).add_(c)) or into b (b + a is a + b, bit for bit)
+    into = {k: "{%d}" % k + "".join(".add_({%d})" % i for i in [1 - k, *range(2, n)]) for k in range(min(n, 2))}
+    return Lowering(None, act_call(a.act, total), inplace_call=act_call_inplace(a.act, f"({total})"),
+                    overwrite={k: act_call_inplace(a.act, t) or act_call(a.act, t) for k, t in into.items()})
 
 
 def _mul_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
@@ -62,7 +82,13 @@ def _mul_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
 
 def _residual_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
     # inputs: (shortcut, body); the body is scaled before the sum, as in Inception-ResNet.
-    return Lowering(None, act_call(a.act, "{1}{scale} + {0}"), {"scale": Const(a.scale, "scale", unless=1.0, fmt=" * {}")})
+    # written into the body, as torchvision's `out += identity`: body.mul_(scale).add_(shortcut)
+    into = "{1}{iscale}.add_({0})"
+    return Lowering(None, act_call(a.act, "{1}{scale} + {0}"),
+                    {"scale": Const(a.scale, "scale", unless=1.0, fmt=" * {}"),
+                     "iscale": Const(a.scale, "scale", unless=1.0, fmt=".mul_({})")},
+                    inplace_call=act_call_inplace(a.act, "({1}{scale} + {0})"),
+                    overwrite={1: act_call_inplace(a.act, into) or act_call(a.act, into)})
 
 
 def _join_label(kind: str) -> Callable[[JoinArgs], str]:
@@ -77,13 +103,13 @@ register(OpDef("concat", JoinArgs, "join", _concat_infer, _join_label("concat"),
                lambda a, s: Lowering(None, "torch.cat([{args}], 1)"), arity=None,
                doc="its inputs joined along the channels, in order (`from: [a, b]`; also the `concat` container's join)",
                channels=lambda a, ins, s, src: " + ".join(ins), paper=PaperRole(branches=True), channel_ranges=True,
-               container="concat", join_name="concat"))
+               container="concat", join_name="concat", autograd=READS_NOTHING))
 register(OpDef("add", JoinArgs, "join", _add_infer, _join_label("add"), _add_lowering, arity=None,
                doc="the sum of its inputs, of one shape, then `act` (`from: [a, b]`; also the `add` container's join)",
-               container="add", join_name="add"))
+               container="add", join_name="add", autograd=READS_NOTHING))
 register(OpDef("mul", JoinArgs, "join", _mul_infer, _join_label("mul"), _mul_lowering, arity=None,
                doc="the elementwise product of its inputs, broadcast per axis (C x H x W times C x 1 x 1: "
                    "squeeze-and-excitation gating), then `act` (`from: [a, b]`; also the `mul` container's join)",
-               channels=_mul_channels, container="mul", join_name="mul"))
+               channels=_mul_channels, container="mul", join_name="mul", autograd=READS_INPUTS))
 register(OpDef("residual_add", JoinArgs, "join", _add_infer, _join_label("residual add"), _residual_lowering,
-               arity=2, internal=True, container="residual", join_name="add"))
+               arity=2, internal=True, container="residual", join_name="add", autograd=READS_NOTHING))

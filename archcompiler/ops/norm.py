@@ -11,6 +11,7 @@ from .conv import NormArgs
 from .registry import (
     Arg,
     Args,
+    Autograd,
     Construct,
     InChannels,
     Kw,
@@ -59,6 +60,7 @@ def _bn_lowering(a: BatchNormArgs, shapes: list[Shape]) -> Lowering:
 register(OpDef(
     "batchnorm", BatchNormArgs, "norm", _bn_infer, lambda a: "batch norm", _bn_lowering,
     params=lambda a, s: (2 * s[0][0] if a.affine else 0, 2 * s[0][0] + 1), paper=PaperRole("batch norm"),
+    autograd=Autograd(reads_inputs=True, reads_output=lambda a: False, fresh=True),  # reads its input, not output
     doc="BatchNorm over the channels of a (C, H, W) map, or over the features of a flat vector.",
 ))
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, ClassVar, Optional
 from pydantic import StrictBool
 
 from .registry import (
+    READS_INPUTS,
     Arg,
     Args,
     Construct,
@@ -110,11 +111,11 @@ def _whole_map_patch(a: Any, shapes: list[Shape]) -> str:
 
 
 register(OpDef("maxpool", PoolArgs, "pool", _pool_infer("maxpool"), _pool_label("max pool"),
-               _pool_lowering("nn.MaxPool2d"), window=_pool_window,
+               _pool_lowering("nn.MaxPool2d"), window=_pool_window, autograd=READS_INPUTS,
                paper=PaperRole("max pool", patch=window_patch, pool="max"),
                doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
 register(OpDef("avgpool", AvgPoolArgs, "pool", _pool_infer("avgpool"), _pool_label("avg pool"),
-               _pool_lowering("nn.AvgPool2d"), window=_pool_window,
+               _pool_lowering("nn.AvgPool2d"), window=_pool_window, autograd=READS_INPUTS,
                paper=PaperRole("avg pool", patch=window_patch, pool="avg"),
                doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
 
@@ -136,15 +137,17 @@ def _global_infer(a: NoArgs, shapes: list[Shape]) -> Shape:
 
 register(OpDef("adaptive_avgpool", AdaptivePoolArgs, "pool", _adaptive_infer,
                lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", _adaptive_lowering("nn.AdaptiveAvgPool2d"),
-               window=_adaptive_window, paper=PaperRole("avg pool"), doc="Average pooling to a fixed output size."))
+               window=_adaptive_window, autograd=READS_INPUTS,
+               paper=PaperRole("avg pool"), doc="Average pooling to a fixed output size."))
 register(OpDef("adaptive_maxpool", AdaptivePoolArgs, "pool", _adaptive_infer,
                lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", _adaptive_lowering("nn.AdaptiveMaxPool2d"),
-               window=_adaptive_window, paper=PaperRole("max pool"), doc="Max pooling to a fixed output size."))
+               window=_adaptive_window, autograd=READS_INPUTS,
+               paper=PaperRole("max pool"), doc="Max pooling to a fixed output size."))
 register(OpDef("global_avgpool", NoArgs, "pool", _global_infer, lambda a: "global avg pool",
-               simple(Construct("nn.AdaptiveAvgPool2d", (1,))), window=whole_map_window,
+               simple(Construct("nn.AdaptiveAvgPool2d", (1,))), window=whole_map_window, autograd=READS_INPUTS,
                paper=PaperRole("avg pool", patch=_whole_map_patch),
                doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
 register(OpDef("global_maxpool", NoArgs, "pool", _global_infer, lambda a: "global max pool",
-               simple(Construct("nn.AdaptiveMaxPool2d", (1,))), window=whole_map_window,
+               simple(Construct("nn.AdaptiveMaxPool2d", (1,))), window=whole_map_window, autograd=READS_INPUTS,
                paper=PaperRole("max pool", patch=_whole_map_patch),
                doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))

@@ -59,6 +59,20 @@ ACTIVATIONS: dict[str, tuple[str, str]] = {
 }
 ActName = Optional[Literal[tuple(ACTIVATIONS)]]  # type: ignore[valid-type]
 
+# The activations torch can run in place with a backward that reads only their result (so overwriting
+# their input loses nothing autograd needs): name -> in-place functional template on "{}".  Those whose
+# in-place backward would need the input (gelu, silu, hardswish ...) are not here and never run in place.
+INPLACE_ACTIVATIONS: dict[str, str] = {
+    "relu": "torch.relu_({})",
+    "relu6": "F.relu6({}, inplace=True)",
+    "leaky_relu": "F.leaky_relu({}, inplace=True)",
+    "elu": "F.elu({}, inplace=True)",
+    "sigmoid": "torch.sigmoid_({})",
+    "tanh": "torch.tanh_({})",
+}
+# Of those, the ones whose torch.nn module takes `inplace=True`.
+INPLACE_MODULES = frozenset({"relu", "relu6", "leaky_relu", "elu"})
+
 
 # ---------------------------------------------------------------------------
 # the lowering description: one per op, read by `codegen` for both consumers
@@ -158,6 +172,13 @@ class Lowering:
     call: str = "{m}({0})"
     consts: dict[str, Const] = field(default_factory=dict)
     parameter: Optional[Construct] = None
+    # In-place forms, for the forward writer (codegen.inplace_plan); None / empty: none.
+    # `inplace_call`: the call with the op's own trailing activation run in place on the intermediate
+    # it made itself (always safe: nothing else holds that tensor).  `overwrite`: for input k, a call
+    # that writes the result into input k; used only where codegen proves input k dead and unneeded
+    # by autograd.  Both compute bit-identical results to `call`.
+    inplace_call: Optional[str] = None
+    overwrite: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.module is not None and self.parameter is not None:
@@ -175,6 +196,8 @@ class Lowered:
     module: Any
     call: str
     parameter: bool = False  # `module` is an nn.Parameter, attached at the node's path (see `Lowering.parameter`)
+    inplace_call: Optional[str] = None  # see `Lowering`, consts filled in
+    overwrite: dict[int, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -200,6 +223,37 @@ CATEGORIES: dict[str, Category] = {
     "shape": Category("#f3f3f3", "reshape, scale"),
     "regularize": Category("#f4cccc", "dropout"),
 }
+
+
+def _yes(a: Any) -> bool:
+    return True
+
+
+def _no(a: Any) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Autograd:
+    """What an op's backward reads, so that the forward writer knows when a tensor may be overwritten
+    in place (`codegen.inplace_plan`).  The defaults assume the worst: an op registered without one
+    (a plugin's) never has its input or output overwritten.
+
+    - `reads_inputs`: its backward needs the values of its inputs (conv: for the weight's gradient);
+    - `reads_output`: (args) -> whether its backward needs its own output (relu, sigmoid; a conv or
+      join with an `act`);
+    - `fresh`: its output is a new tensor, never a view of an input nor an input itself (flatten,
+      identity and dropout in eval mode are not).
+    """
+
+    reads_inputs: bool = True
+    reads_output: Callable[[Any], bool] = _yes
+    fresh: bool = False
+
+
+# what most ops' backwards read: their inputs (conv, norm, pool), not their output unless an `act` follows
+READS_INPUTS = Autograd(reads_inputs=True, reads_output=lambda a: getattr(a, "act", None) is not None, fresh=True)
+READS_NOTHING = Autograd(reads_inputs=False, reads_output=lambda a: getattr(a, "act", None) is not None, fresh=True)
 
 
 @dataclass(frozen=True)
@@ -263,6 +317,7 @@ class OpDef:
     container: Optional[str] = None  # the spec container keyword that makes this join
     join_name: Optional[str] = None  # the join node's name inside its container
     origin: Optional[str] = None  # the importable module that registered the op; None for built-ins
+    autograd: Autograd = Autograd()  # what its backward reads: when codegen may run things in place
 
     def __post_init__(self) -> None:
         if self.lowering is None:  # a keyword with a default only so that it can follow `label`
@@ -367,7 +422,15 @@ def act_call(act: Optional[str], inner: str) -> str:
     return ACTIVATIONS[act][1].format(inner) if act else inner
 
 
-def act_module(name: str) -> Construct:
+def act_call_inplace(act: Optional[str], inner: str) -> Optional[str]:
+    """`act_call` with the activation run in place on `inner`'s result, or None where it cannot be."""
+    return INPLACE_ACTIVATIONS[act].format(inner) if act in INPLACE_ACTIVATIONS else None
+
+
+def act_module(name: str, inplace: bool = False) -> Construct:
+    """The activation's module; `inplace`: with `inplace=True` where its class takes it."""
+    if inplace and name in INPLACE_MODULES:
+        return Construct(ACTIVATIONS[name][0], (), (Kw("inplace", True, False),))
     return Construct(ACTIVATIONS[name][0])
 
 

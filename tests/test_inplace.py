@@ -1,0 +1,116 @@
+"""In-place forward (codegen.inplace_plan): the same outputs and gradients as the out-of-place forward.
+
+Every zoo spec is built twice from one seed, in place (the default) and with `inplace=False`, and run
+in training mode (dropout drawn from one seed, BatchNorm on batch statistics) on a small input; the
+outputs, the input's gradient and every parameter's gradient must be equal bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from archcompiler import compile_graph
+from archcompiler.codegen import execution_order, inplace_plan
+from archcompiler.errors import UserError
+from archcompiler.lower import lower
+
+SPECS = sorted((Path(__file__).parent.parent / "archcompiler" / "specs").glob("*.yaml"))
+
+
+def small_graph(path: Path):
+    """The spec's graph at the smallest of a few input sizes it takes (its own input last)."""
+    full = compile_graph(path)
+    c = full.input_shape[0]
+    for side in (32, 64, 96, 128, 160, 192):
+        if len(full.input_shape) == 3 and side < full.input_shape[1]:
+            try:
+                return compile_graph(path, input_shape=(c, side, side))
+            except UserError:
+                continue
+    return full
+
+
+def _outputs(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return list(out.values()) if isinstance(out, dict) else list(out)
+
+
+def _run(model, x: torch.Tensor):
+    torch.manual_seed(7)
+    x = x.clone().requires_grad_(True)
+    outs = _outputs(model(x))
+    g = torch.Generator().manual_seed(3)
+    loss = sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs)
+    loss.backward()
+    return [o.detach() for o in outs], x.grad, {k: p.grad for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_gradients_equal_out_of_place(path: Path) -> None:
+    graph = small_graph(path)
+    fast = lower(graph, seed=1)
+    slow = lower(graph, device="meta", inplace=False)  # the same weights, copied (drawing them twice is slow)
+    slow.load_state_dict({k: v.clone() for k, v in fast.state_dict().items()}, assign=True)
+    fast.train(), slow.train()
+    x = torch.randn((2, *graph.input_shape), generator=torch.Generator().manual_seed(0))
+    outs_f, gx_f, grads_f = _run(fast, x)
+    outs_s, gx_s, grads_s = _run(slow, x)
+    assert len(outs_f) == len(outs_s)
+    for a, b in zip(outs_f, outs_s):
+        assert torch.equal(a, b)
+    assert torch.equal(gx_f, gx_s)
+    assert grads_f.keys() == grads_s.keys()
+    for k in grads_f:
+        assert (grads_f[k] is None) == (grads_s[k] is None), k
+        if grads_f[k] is not None:
+            assert torch.equal(grads_f[k], grads_s[k]), k
+    # and in eval mode
+    fast.eval(), slow.eval()
+    with torch.no_grad():
+        for a, b in zip(_outputs(fast(x)), _outputs(slow(x))):
+            assert torch.equal(a, b)
+
+
+def test_in_place_where_the_references_are() -> None:
+    """VGG-16's ReLUs, ResNet-50's residual adds and GoogLeNet's BasicConv2d ReLUs run in place."""
+    vgg = lower(compile_graph("vgg16", input_shape=(3, 32, 32)))
+    assert vgg.code.count("torch.relu_(") >= 15
+    resnet = lower(compile_graph("resnet50", input_shape=(3, 64, 64)))
+    assert "torch.relu_(layer1_0_bn3.add_(layer1_0_downsample_1))" in resnet.code
+    googlenet = lower(compile_graph("googlenet", input_shape=(3, 64, 64)))
+    assert googlenet.conv1.act.inplace
+    assert not lower(compile_graph("googlenet", input_shape=(3, 64, 64)), inplace=False).conv1.act.inplace
+    assert "relu_" not in lower(compile_graph("vgg16", input_shape=(3, 32, 32)), inplace=False).code.split("def _forward_all")[0]
+
+
+def test_plan_rules() -> None:
+    from archcompiler.spec import parse_spec
+
+    text = """archc: 1
+name: tiny
+input: [4, 8, 8]
+body:
+  a: {conv: {out: 4, k: 1}}
+  b: {conv: {out: 4, k: 1}, from: a}
+  r: {relu: {}, from: a}
+  s: {relu: {}, from: r}
+  c: {conv: {out: 4, k: 1}, from: s}
+  t: {relu: {}, from: c}
+  f: {flatten: {}, from: t}
+  u: {relu: {}, from: f}
+  bf: {flatten: {}, from: b}
+  add: {add: null, from: [u, bf]}
+"""
+    graph = compile_graph(parse_spec(text, "tiny.yaml"))
+    model = lower(graph)
+    over = {n: {0: "x"} for n in graph.nodes}  # as if every node could overwrite its first input
+    plan = inplace_plan(graph, execution_order(graph), over, {o.node for o in graph.outputs.values()})
+    assert "r" not in plan  # a conv (b) also read a
+    assert "s" not in plan  # relu's backward reads r, its output
+    assert plan.get("t") == 0  # a plain conv's output, read once
+    assert "u" not in plan  # f is a view of t
+    assert "torch.relu_(c)" in model.code
