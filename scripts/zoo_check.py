@@ -4,7 +4,7 @@
     .venv/bin/python scripts/zoo_check.py --logits resnet18         # and the eval logits under the fill
     .venv/bin/python scripts/zoo_check.py --family resnet.yaml     # every variant of a spec file
 
-Facts come from tests/fixtures/reference/modern/ or tests/fixtures/reference/ (see their READMEs); the
+Facts come from tests/fixtures/reference/ and its modern/ folder, read by tests/reference.py (see the READMEs); the
 tests (tests/test_zoo_modern.py) assert the same things, this prints the first difference instead.
 Every model is built at 3x224x224, as the facts were recorded.
 """
@@ -12,7 +12,6 @@ Every model is built at 3x224x224, as the facts were recorded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,29 +23,16 @@ import torch  # noqa: E402
 import archcompiler  # noqa: E402
 from archcompiler import zoo  # noqa: E402
 
-FACTS = [ROOT / "tests" / "fixtures" / "reference" / "modern", ROOT / "tests" / "fixtures" / "reference"]
-
-
-def _facts_dir(name: str) -> Path | None:
-    return next((d for d in FACTS if (d / f"{name}.json").exists()), None)
-
-
-def _keys(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
-    rows = path.read_text().splitlines()[1:]
-    out = []
-    for row in rows:
-        key, shape, dtype = row.split("\t")
-        out.append((key, tuple(int(d) for d in shape.split(",")) if shape else (), dtype))
-    return out
+from reference import facts as read_facts  # noqa: E402
+from reference import fresh_reference_state, keys, reference_input, relative_error  # noqa: E402
 
 
 def check(name: str, logits: bool) -> bool:
-    where = _facts_dir(name)
-    if where is None:
+    try:
+        facts, expected = read_facts(name), keys(name)
+    except FileNotFoundError:
         print(f"{name}: no reference facts")
         return False
-    facts = json.loads((where / f"{name}.json").read_text())
-    expected = _keys(where / f"{name}.keys.tsv")
     shape = tuple(facts["input_shape"][1:])
     try:
         model = archcompiler.build(name, device="meta", input_shape=shape)
@@ -70,16 +56,11 @@ def check(name: str, logits: bool) -> bool:
         ok = False
         print(f"{name}: params compiled {params:,}, static {static:,}, reference {facts['params_total']:,}")
     if ok and logits:
-        from reference import fill_tensor, hash_uniform, relative_error
-
         model = archcompiler.build(name, input_shape=shape)
-        model.load_state_dict({k: fill_tensor(k, s, getattr(torch, d)) for k, s, d in expected}, strict=True)
+        model.load_state_dict(fresh_reference_state(name), strict=True)
         model.eval()
-        import math
-
-        x = hash_uniform(math.prod(facts["input_shape"]), facts["input_seed"]).reshape(facts["input_shape"])
         with torch.no_grad():
-            out = model(x.to(torch.float32))
+            out = model(reference_input(name))
         out = out if isinstance(out, torch.Tensor) else next(iter(out.values()))
         ref = torch.tensor(facts["logits"])
         err = relative_error(out, ref)
