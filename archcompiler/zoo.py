@@ -57,6 +57,33 @@ def list_models() -> list[str]:
     return list(_index())
 
 
+@dataclass(frozen=True)
+class Row:
+    """One model's line of the zoo's tables (`archc list`, docs/zoo.md): computed from its spec, no torch."""
+
+    name: str
+    path: Path  # the spec file
+    paper: str  # the spec's `paper`, as written ("" when it has none)
+    input: tuple[int, ...]  # its native input (C, H, W)
+    params: int  # trainable parameters
+    macs: int  # multiply-accumulates of one sample at that input, eval mode (analysis.py's convention)
+
+
+def rows() -> list[Row]:
+    """A `Row` for every model name, in `list_models()` order."""
+    from .analysis import analyze
+    from .expand import expand
+    from .shapes import infer_shapes
+
+    out = []
+    for name, model in _index().items():
+        spec = find_model(name)
+        graph = infer_shapes(expand(spec))
+        report = analyze(graph)
+        out.append(Row(name, model.path, spec.paper or "", graph.input_shape, report.total_params, report.total_macs))
+    return out
+
+
 def find_model(name: str) -> Spec:
     """The spec of the zoo's model `name`, its variant selected; a `SpecError` for an unknown name."""
     model = _index().get(name)

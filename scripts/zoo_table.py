@@ -5,7 +5,7 @@
 
 One row per model name (a spec file's network or one of its variants): the
 spec's `paper`, its native input, its parameters and GMACs there (conv +
-linear multiply-accumulates of one sample in eval mode, `archcompiler.summary`,
+linear multiply-accumulates of one sample in eval mode, `archcompiler.zoo.rows`,
 four significant digits), the spec file and its line count, and the file of
 the reference implementation with its `wc -l` and the lines of its model
 code (tests/fixtures/reference/modern/sources.json, read off the installed
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import archcompiler  # noqa: E402
+from archcompiler import zoo  # noqa: E402
 
 DOC = ROOT / "docs" / "zoo.md"
 SOURCES = ROOT / "tests" / "fixtures" / "reference" / "modern" / "sources.json"
@@ -49,27 +49,24 @@ def _cell(text: str) -> str:
 
 def rows() -> list[dict[str, str]]:
     refs = references()
-    models = archcompiler.list_models()
-    spec_of = {name: Path(archcompiler.load_spec(name).path) for name in models}
+    zoo_rows = zoo.rows()
     by_file: dict[Path, dict] = {}  # a spec file's reference, for its names without facts of their own
-    for name in models:
-        if name in refs:
-            by_file.setdefault(spec_of[name], refs[name])
+    for row in zoo_rows:
+        if row.name in refs:
+            by_file.setdefault(row.path, refs[row.name])
     out = []
-    for name in models:
-        report = archcompiler.summary(name)
-        path = spec_of[name]
-        ref = refs.get(name) or by_file.get(path)
+    for row in zoo_rows:
+        ref = refs.get(row.name) or by_file.get(row.path)
         source = "—" if ref is None else (
             f"{ref['lines']} (`{ref['file']}`; model code {ref['model_code']['lines']}, "
             f"lines {ref['model_code']['first']}-{ref['model_code']['last']})")
         out.append({
-            "model": f"`{name}`",
-            "paper": _cell(report.paper or "—"),
-            "input": "x".join(str(d) for d in report.input),
-            "params": f"{report.total_params:,}",
-            "GMACs": f"{report.total_macs / 1e9:.4g}",
-            "spec (lines)": f"`{path.name}` ({len(path.read_text().splitlines())})",
+            "model": f"`{row.name}`",
+            "paper": _cell(row.paper or "—"),
+            "input": "x".join(str(d) for d in row.input),
+            "params": f"{row.params:,}",
+            "GMACs": f"{row.macs / 1e9:.4g}",
+            "spec (lines)": f"`{row.path.name}` ({len(row.path.read_text().splitlines())})",
             "reference source (lines)": source,
         })
     return out
