@@ -14,6 +14,11 @@ number:
 - activations: elements of each layer's output; activation memory is that
   at fp32 (4 bytes each).  MACs and activations are for `batch` samples
   (one by default); parameters and buffers do not depend on the batch.
+- counted work (`Counting`, `summary --include` / `--like`): the MACs plus
+  the kinds of work other tools also count (bias adds, normalisation,
+  activations, pooling, elementwise joins: `ops.registry.COST_KINDS`), or what fvcore,
+  torchinfo or ptflops counts (`ops.registry.COUNTERS`), from each op's
+  `costs` rule; the rows' and totals' MACs are then that count.
 - total_macs counts what runs in eval mode; layers that run only in training
   mode (auxiliary heads) are summed in train_only_macs.  Parameters count
   every layer, as a state_dict does.
@@ -29,11 +34,67 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
-from .graph import INPUT, Graph
+from .errors import UserError
+from .graph import INPUT, Graph, frozen
 from .ops import OPS, Shape, counting_convention
-from .ops.registry import _pointwise
+from .ops.registry import COST_KINDS, COUNTERS, Costs, RunsAs, _pointwise
+
+
+@dataclass(frozen=True)
+class Counting:
+    """What the MACs column counts: the MACs plus the kinds of work in `include` (COST_KINDS names),
+    or, with `like`, what that tool (a COUNTERS name) counts as its multiply-adds."""
+
+    include: tuple[str, ...] = ()
+    like: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.like is not None and self.include:
+            raise UserError("--like and --include choose what is counted in two ways; give one of them")
+        if self.like is not None and self.like not in COUNTERS:
+            raise UserError(f"--like must be one of {', '.join(COUNTERS)}, got '{self.like}'")
+        unknown = [k for k in self.include if k not in COST_KINDS]
+        if unknown:
+            raise UserError(f"--include takes {', '.join(COST_KINDS)} (comma-separated), got '{unknown[0]}'")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return COUNTERS[self.like].kinds if self.like is not None else self.include
+
+    def of(self, macs: int, costs: Costs) -> int:
+        """One node's count, per sample, from its MACs and its op's `costs`."""
+        if self.like is not None and self.like in costs.tools:
+            return costs.tools[self.like]
+        return macs + sum(costs.kinds.get(k, 0) for k in self.kinds)
+
+    def describe(self) -> str:
+        """What is counted, for the totals: "as fvcore counts them: MACs + norm, pool by its rules", "MACs + bias"."""
+        if self.like is not None:
+            return f"as {self.like} counts them: MACs + {', '.join(self.kinds)} by its rules"
+        return "MACs + " + ", ".join(self.include)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"like": self.like, "include": list(self.kinds)}
+
+
+def counting(include: Optional[str] = None, like: Optional[str] = None) -> Optional[Counting]:
+    """The `Counting` of `--include bias,norm` / `--like fvcore`; None when neither is given (plain MACs)."""
+    kinds = tuple(dict.fromkeys(k.strip() for k in (include or "").split(",") if k.strip()))
+    if like is None and not kinds:
+        return None
+    return Counting(kinds, like)
+
+
+def runs_as(graph: Graph) -> dict[str, RunsAs]:
+    """How each node runs in the compiled model's forward: the input it overwrites, where
+    `codegen.inplace_plan` lets it (an activation then runs as its in-place function, not its module)."""
+    from .codegen import execution_order, inplace_plan
+
+    overwrite = {n.id: OPS[n.op].lowering(n.args, graph.input_shapes(n.id)).overwrite for n in graph.nodes.values()}
+    plan = inplace_plan(graph, execution_order(graph), overwrite, {o.node for o in graph.outputs.values()})
+    return {n: RunsAs(into=plan.get(n)) for n in graph.nodes}
 
 
 @dataclass(frozen=True)
@@ -69,6 +130,7 @@ class Report:
     outputs: dict[str, Shape] = field(default_factory=dict)
     batch: int = 1
     output_strides: dict[str, tuple[int, int]] = field(default_factory=dict)  # input pixels per output step
+    counting: Optional[Counting] = None  # what `macs` counts beyond the MACs (None: the MACs only)
 
     BYTES_PER_ACTIVATION = 4  # fp32
 
@@ -103,7 +165,8 @@ class Report:
             "batch": self.batch,
             "outputs": {k: list(v) for k, v in self.outputs.items()},
             "output_strides": {k: list(v) for k, v in self.output_strides.items()},
-            "conventions": conventions(),
+            "conventions": conventions(self.counting),
+            **({"counting": self.counting.to_dict()} if self.counting is not None else {}),
             "nodes": [
                 {
                     "name": r.name, "kind": r.kind, "op": r.op, "label": r.label, "depth": r.depth,
@@ -116,11 +179,18 @@ class Report:
         }
 
 
-def conventions() -> str:
-    """The counting conventions every summary states; which ops MACs count comes from the registry."""
+def conventions(counting: Optional[Counting] = None) -> str:
+    """The counting conventions every summary states; which ops MACs count comes from the registry.
+    With a `counting` (`--include`, `--like`), the first sentence says what the MACs column holds instead."""
+    if counting is None:
+        macs = (f"MACs: multiply-accumulates of {counting_convention()} layers (fvcore's 'flops'; BatchNorm, pooling, "
+                "activations and adds count 0)")
+    else:
+        left = [k for k in COST_KINDS if k not in counting.kinds]
+        macs = (f"MACs: {counting.describe()}, the MACs being multiply-accumulates of {counting_convention()} layers"
+                + (f" ({', '.join(left)} count 0)" if left else ""))
     return (
-        f"MACs: multiply-accumulates of {counting_convention()} layers (fvcore's 'flops'; BatchNorm, pooling, "
-        "activations and adds count 0); total MACs: eval mode; params: trainable; buffers: BatchNorm "
+        f"{macs}; total MACs: eval mode; params: trainable; buffers: BatchNorm "
         "statistics, fixed prototypes; activation memory: every eval-mode layer output at fp32; "
         "RF: receptive field in input pixels (padding ignored), jump: its stride"
     )
@@ -133,19 +203,26 @@ def __getattr__(name: str) -> str:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def analyze(graph: Graph, batch: int = 1) -> Report:
+def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -> Report:
     """Count parameters, MACs, activations and receptive fields per layer and per scope.
 
-    MACs and activations are for `batch` samples.
+    MACs and activations are for `batch` samples.  With `counting`, the MACs of every row and total
+    are that count instead (the MACs plus the kinds it includes, or a tool's count).
     """
     per_node: dict[str, tuple[int, int, int, int]] = {}
+    runs = runs_as(graph) if counting is not None else {}
+    # Each node's input shapes and window, once: the counts, the receptive fields and the rows all read them.
+    input_shapes = {node_id: graph.input_shapes(node_id) for node_id in graph.nodes}
+    windows = {node.id: OPS[node.op].window(node.args, input_shapes[node.id]) for node in graph.nodes.values()}
     for node in graph.nodes.values():
         op = OPS[node.op]
-        inputs = graph.input_shapes(node.id)
+        inputs = input_shapes[node.id]
         params, buffers = op.params(node.args, inputs)
         macs = op.macs(node.args, inputs, node.shape)
+        if counting is not None:
+            macs = counting.of(macs, op.costs(node.args, inputs, node.shape, runs[node.id]))
         per_node[node.id] = (params, buffers, macs * batch, math.prod(node.shape) * batch)
-    fields = receptive_fields(graph)
+    fields = receptive_fields(graph, windows)
 
     depth = {}
     for scope in graph.scopes.values():  # parents come before children
@@ -154,11 +231,13 @@ def analyze(graph: Graph, batch: int = 1) -> Report:
     scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
     scope_runs_in_eval: set[str] = set()
     for node in graph.nodes.values():
-        counts = per_node[node.id]
+        params, buffers, macs, acts = per_node[node.id]
         for scope_id in node.scopes:
             into = scope_totals[scope_id]
-            for i in range(4):
-                into[i] += counts[i]
+            into[0] += params
+            into[1] += buffers
+            into[2] += macs
+            into[3] += acts
         if not node.train_only:
             scope_runs_in_eval.update(node.scopes)
 
@@ -171,18 +250,22 @@ def analyze(graph: Graph, batch: int = 1) -> Report:
             opened.add(scope_id)
             scope = graph.scopes[scope_id]
             out = graph.nodes[scope.output]
-            rows.append(Row(
-                scope.id, "block" if scope.block else "group", scope.block or scope.kind,
-                _scope_label(scope), depth[scope_id], out.shape, *scope_totals[scope_id],
-                scope_id not in scope_runs_in_eval, *fields[scope.output],
+            scope_params, scope_buffers, scope_macs, scope_acts = scope_totals[scope_id]
+            rf, jump = fields[scope.output]
+            rows.append(frozen(
+                Row, name=scope.id, kind="block" if scope.block else "group", op=scope.block or scope.kind,
+                label=_scope_label(scope), depth=depth[scope_id], output_shape=out.shape, params=scope_params,
+                buffers=scope_buffers, macs=scope_macs, activations=scope_acts,
+                train_only=scope_id not in scope_runs_in_eval, rf=rf, jump=jump, kernel=None,
             ))
         params, buffers, macs, acts = per_node[node.id]
         op = OPS[node.op]
-        kernel = (tuple(op.window(node.args, graph.input_shapes(node.id))[0])
-                  if op.window is not _pointwise else None)
-        rows.append(Row(
-            node.id, "layer", node.op, op.label(node.args), len(node.scopes) + 1, node.shape,
-            params, buffers, macs, acts, node.train_only, *fields[node.id], kernel,
+        kernel = tuple(windows[node.id][0]) if op.window is not _pointwise else None
+        rf, jump = fields[node.id]
+        rows.append(frozen(
+            Row, name=node.id, kind="layer", op=node.op, label=op.label(node.args), depth=len(node.scopes) + 1,
+            output_shape=node.shape, params=params, buffers=buffers, macs=macs, activations=acts,
+            train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
         ))
 
     live = [n for n in graph.nodes.values() if not n.train_only]
@@ -196,23 +279,29 @@ def analyze(graph: Graph, batch: int = 1) -> Report:
         outputs={name: graph.nodes[o.node].shape for name, o in graph.outputs.items()},
         batch=batch,
         output_strides={name: fields[o.node][1] for name, o in graph.outputs.items()},
+        counting=counting,
     )
 
 
-def receptive_fields(graph: Graph) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+def receptive_fields(graph: Graph, windows: Optional[Mapping[str, Any]] = None,
+                     ) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """Node id -> (receptive field, jump), each (h, w) in input pixels.
 
     The usual recurrence, per axis: field = field_in + (k - 1) * dilation * jump_in,
-    jump = jump_in * stride, with (k, stride, dilation) from the op's window.
+    jump = jump_in * stride, with (k, stride, dilation) from the op's window
+    (`windows`, node id -> window, where the caller has them already).
     """
     fields: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {INPUT: ((1, 1), (1, 1))}
     for node_id in graph.order():
         node = graph.nodes[node_id]
-        ins = [fields[i] for i in node.inputs]
-        rf = tuple(max(f[0][axis] for f in ins) for axis in (0, 1))
-        jump = tuple(max(f[1][axis] for f in ins) for axis in (0, 1))
-        shapes = graph.input_shapes(node_id)
-        k, s, d = OPS[node.op].window(node.args, shapes)
+        if len(node.inputs) == 1:  # most layers: the field and jump of their one input
+            rf, jump = fields[node.inputs[0]]
+        else:
+            ins = [fields[i] for i in node.inputs]
+            rf = tuple(max(f[0][axis] for f in ins) for axis in (0, 1))
+            jump = tuple(max(f[1][axis] for f in ins) for axis in (0, 1))
+        k, s, d = (windows[node_id] if windows is not None
+                   else OPS[node.op].window(node.args, graph.input_shapes(node_id)))
         fields[node_id] = (
             (rf[0] + (k[0] - 1) * d[0] * jump[0], rf[1] + (k[1] - 1) * d[1] * jump[1]),
             (jump[0] * s[0], jump[1] * s[1]),

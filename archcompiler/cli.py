@@ -278,14 +278,15 @@ INPUT_OPT = typer.Option(None, "--input", help="Replace the spec's input shape, 
                          show_default=False)
 
 
-def parse_input(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    """`"3,448,448"` -> (3, 448, 448)."""
+def parse_input(text: Optional[str], option: str = "--input") -> Optional[tuple[int, ...]]:
+    """`"3,448,448"` -> (3, 448, 448); `option` names the option in the error."""
     if text is None:
         return None
     parts = [p.strip() for p in text.replace("x", ",").split(",")]
     # ASCII digits only (`isdigit` takes '²', which int() refuses), and few enough for a size.
     if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 18 and int(p) > 0 for p in parts):
-        raise UserError(f"--input expects three positive sizes C,H,W, got '{shorten(text)}'", hint="e.g. --input 3,224,224")
+        raise UserError(f"{option} expects three positive sizes C,H,W, got '{shorten(text)}'",
+                        hint=f"e.g. {option} 3,224,224")
     return tuple(int(p) for p in parts)
 
 
@@ -316,6 +317,15 @@ def summary(
                                           "and params_percent, fitted to the terminal's width."),
     count_as: str = typer.Option("macs", "--count", metavar="macs|flops",
                                  help="Count multiply-accumulates (MACs) or FLOPs (= 2 x MACs, labelled FLOPs)."),
+    include: Optional[str] = typer.Option(None, "--include", metavar="LIST",
+                                          help="Also count these kinds of work, comma-separated, from: bias (bias "
+                                          "adds), norm (BatchNorm, LayerNorm, LRN), act (activations), pool "
+                                          "(pooling), add (elementwise joins), e.g. --include bias,norm. "
+                                          "See docs/summaries.md."),
+    like: Optional[str] = typer.Option(None, "--like", metavar="fvcore|torchinfo|ptflops",
+                                       help="Count what that tool counts, so that the total is its total: "
+                                       "fvcore's FlopCountAnalysis, torchinfo's total mult-adds, ptflops' MACs "
+                                       "(pytorch backend), e.g. archc summary resnet50 --like fvcore."),
     input_: Optional[str] = INPUT_OPT,
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size: scales MACs and activation memory."),
     paper: bool = typer.Option(False, "--paper", help="The papers' table form (GoogLeNet's Table 1): one row per "
@@ -323,6 +333,14 @@ def summary(
     outputs: Optional[str] = typer.Option(None, "--outputs", help="Summarise the feature extractor returning these "
                                           "layers or blocks (comma-separated), e.g. --outputs layer2,layer3,layer4; "
                                           "each one's channels and stride are listed."),
+    train: bool = typer.Option(False, "--train", help="Training memory instead: parameters, gradients, optimizer "
+                               "state and the activations autograd saves for backward, per layer and in total, "
+                               "for --batch samples, e.g. archc summary resnet18 --train --optimizer adam."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", metavar="sgd|momentum|adam|adamw",
+                                            help="With --train: the optimizer whose state counts (sgd none, "
+                                            "momentum one buffer per parameter, adam and adamw two). Default: adam."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="fp32|bf16|fp16",
+                                        help="With --train: the dtype the whole model is cast to. Default: fp32."),
     max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
@@ -330,12 +348,14 @@ def summary(
 
     Static (no torch, no forward pass). MACs are multiply-accumulates of
     {counted} layers, the quantity fvcore calls flops; BatchNorm,
-    pooling, activations and adds count zero. See docs/summaries.md.
+    pooling, activations and adds count zero, unless --include adds them
+    or --like counts as fvcore, torchinfo or ptflops does (archc summary
+    resnet50 --like fvcore prints fvcore's total). See docs/summaries.md.
 
     Example: archc summary resnet18 --units si --columns output_size,num_params,mult_adds
     """
     from . import report
-    from .analysis import analyze
+    from .analysis import analyze, counting
 
     if format not in report.FORMATS:
         raise UserError(f"--format must be one of {', '.join(report.FORMATS)}, got '{shorten(format)}'")
@@ -343,12 +363,30 @@ def summary(
         raise UserError(f"--units must be raw or si, got '{shorten(units)}'")
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
+    if not train and (optimizer is not None or dtype is not None):
+        raise UserError(f"{'--optimizer' if optimizer is not None else '--dtype'} applies to training memory only",
+                        hint="add --train")
+    if train:
+        from . import memory
+
+        memory.check_options(optimizer or "adam", dtype or "fp32", batch)
+        if paper:
+            raise UserError("--paper and --train are two different tables; choose one")
     graph = _graph(spec, set_, parse_input(input_), max_memory)
     if outputs:
         from .graph import select_outputs
 
         graph = select_outputs(graph, [name.strip() for name in outputs.split(",") if name.strip()])
-    rep = analyze(graph, batch=batch)
+    if train:
+        mem = memory.training_memory(graph, optimizer=optimizer or "adam", dtype=dtype or "fp32", batch=batch)
+        d = _depth(depth) if depth is not None else (report.MODULES if format in ("table", "markdown", "latex") else None)
+        if format == "table":
+            width = _width()
+            _print(memory.to_table(mem, d, units, width=width, columns=memory.parse_columns(columns)), width)
+        else:
+            _print(memory.RENDERERS[format](mem, d, units))
+        return
+    rep = analyze(graph, batch=batch, counting=counting(include, like))
     report.measure(count_as)  # refuses anything but macs or flops
     cols = report.parse_columns(columns)
     d = _depth(depth) if depth is not None else (report.MODULES if format in ("table", "markdown", "latex") else None)
@@ -415,14 +453,17 @@ def draw(
                                                "repeat or container, by its dotted name); repeatable."),
     unroll: Optional[List[str]] = typer.Option(None, "--unroll", help="Draw this repeat (or run of identical "
                                                "block instances, by any of its names) copy by copy; repeatable."),
-    block: Optional[str] = typer.Option(None, "--block", help="Draw one block template on its own, every layer "
-                                        "(its first instance), the way the papers draw a module."),
+    block: Optional[str] = typer.Option(None, "--block", help="Draw one block template on its own, every layer, "
+                                        "the way the papers draw a module: by its name, its instance with the most "
+                                        "layers (optional parts and residual drawn); or one instance by its dotted "
+                                        "name."),
     rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)."),
     annotate: Optional[str] = typer.Option(None, "--annotate", help="Add a line of counts to every box, totals in "
                                            "the legend: any of params, macs, rf, comma-separated."),
     dpi: Optional[int] = typer.Option(None, "--dpi", min=10, max=1200, help="Resolution of a PNG (default 96)."),
-    page: Optional[str] = typer.Option(None, "--page", help="A4, A5 or letter: size the figure to that page's "
-                                       "text width, refusing one whose text would then be under 8 pt."),
+    page: Optional[str] = typer.Option(None, "--page", help="A4, A5 or letter: lay the figure out for print "
+                                       "(8 pt text, shapes in the boxes), an overview wrapped into as many columns "
+                                       "as fit that page's text area; refused, with its size, if it does not fit."),
     input_: Optional[str] = INPUT_OPT,
     max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
@@ -489,6 +530,10 @@ def build(
                                            ".safetensors file; a mismatch prints a short report of the keys."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the model's weights (initialised, or loaded "
                                         "with --weights) to this file: .safetensors, or a torch state_dict."),
+    optimize: bool = typer.Option(False, "--optimize", help="Write an inference build: BatchNorm folded into "
+                                  "the conv and linear weights, activations in place, eval mode only. Its "
+                                  "weights (--save) are not a checkpoint of the spec's network: keep the eager "
+                                  "one and rebuild from it (--weights CKPT --optimize)."),
     max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
@@ -499,7 +544,10 @@ def build(
     forward.py (the generated forward, for reading) and what --emit asks
     for.  They are written together: on any error nothing in the directory
     changes.  Other files in it are left as they are.  --weights loads a
-    checkpoint first; --save writes the weights.
+    checkpoint first; --save writes the weights.  --optimize writes the same
+    artifacts from the inference build of the model (after --weights), and
+    says so; --emit python, the standalone source of the spec's network, is
+    then refused.
 
     Example: archc build resnet50 --set num_classes=10 --emit python -o build/r50
     """
@@ -519,7 +567,10 @@ def build(
         check_target(out_dir, directory=True)
     if save is not None:
         check_target(save)
-    with Steps(4 + (weights is not None)) as steps:
+    if optimize and "python" in (emit or ()):
+        raise UserError("--emit python writes the spec's eager network, not an inference build; "
+                        "leave out --optimize, or emit onnx, torchscript or exported")
+    with Steps(4 + (weights is not None) + optimize) as steps:
         with steps.step("validating and inferring shapes"):
             graph = _graph(spec, set_, max_memory=max_memory)
             # The self-check's batch needs more than the one sample `_graph` checked.
@@ -534,13 +585,19 @@ def build(
 
             with steps.step(f"loading {weights}"):
                 load_weights(model, weights)
+        eager = model
+        if optimize:
+            from .optimize import inference_model
+
+            with steps.step("folding BatchNorm into the weights (an inference build)"):
+                model = inference_model(eager)
         with steps.step(f"checking a forward pass on a batch of {batch}"):
             mismatches = shape_mismatches(model, batch)
         if mismatches:
             for node, inferred, runtime in mismatches:
                 typer.echo(f"shape mismatch at '{node}': inferred {inferred}, ran {runtime}", err=True)
             raise RuntimeError(f"{plural(len(mismatches), 'runtime shape')} differ from the inferred ones")
-        runtime_params = sum(p.numel() for p in model.parameters())
+        runtime_params = sum(p.numel() for p in eager.parameters())
         if runtime_params != rep.total_params:
             raise RuntimeError(f"static parameter count {rep.total_params} != compiled model's {runtime_params}")
         with steps.step("rendering the diagram and writing " + ", ".join(emit or ()) if emit else
@@ -565,6 +622,8 @@ def build(
         f"{'matches' if len(graph.nodes) == 1 else 'match'} the inferred ones; "
         f"wrote {target}/{{{', '.join(files)}}}" + (f" and the weights to {save}" if save is not None else "")
         + (f"; weights from {weights}" if weights is not None else "")
+        + (f"; an inference build ({plural(len(model.folded), 'BatchNorm')} folded, eval only, its state_dict "
+           "not the spec's)" if optimize else "")
     )
 
 
@@ -574,17 +633,28 @@ def diff_command(
     spec_a: Path = typer.Argument(..., help="The first spec (A).", show_default=False),
     spec_b: Path = typer.Argument(..., help="The second spec (B); deltas are B - A.", show_default=False),
     format: str = typer.Option("table", "--format", "-f", help="table, json, markdown or latex (booktabs)."),
+    input_: Optional[str] = typer.Option(None, "--input", metavar="C,H,W", show_default=False,
+                                         help="Replace both specs' input shape, e.g. --input 3,299,299."),
+    input_a: Optional[str] = typer.Option(None, "--input-a", metavar="C,H,W", show_default=False,
+                                          help="Replace A's input shape only (over --input), e.g. --input-a 3,224,224."),
+    input_b: Optional[str] = typer.Option(None, "--input-b", metavar="C,H,W", show_default=False,
+                                          help="Replace B's input shape only (over --input), e.g. --input-b 3,299,299."),
+    include_train_only: bool = typer.Option(False, "--include-train-only", help="Add the training-only layers "
+                                            "(auxiliary heads) to the totals, as a row of their own."),
     max_memory: Optional[str] = MAX_MEMORY_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
-    """Compare two networks stage by stage (by feature-map grid): parameters, MACs, output shape and deltas.
+    """Compare two networks stage by stage (by downsampling step): parameters, MACs, output shape and deltas.
 
-    Stages are aligned by the spatial size of their outputs (35x35, 17x17,
-    ...), so networks with different module names compare directly, e.g.
-    specs/inception_v4.yaml against specs/inception_resnet_v2.yaml. --set
-    applies to both specs. No torch.
+    Stage "stride s" holds the layers whose outputs are s input pixels apart
+    (stride 2 after the first halving of the grid, ...), then the head, so
+    networks with different module names and input sizes compare directly:
+    GoogLeNet's 28x28 (224 input) pairs with Inception-v3's 35x35 (299
+    input), and a note says how stages were paired when the inputs differ.
+    The totals are eval mode, and say so; --include-train-only adds the
+    auxiliary heads. --set applies to both specs. No torch.
 
-    Example: archc diff inception_v4 inception_resnet_v2 --format markdown
+    Example: archc diff googlenet inception_v3 --input-a 3,299,299 --format markdown
     """
     from . import diff as diffing
 
@@ -592,7 +662,14 @@ def diff_command(
                  "latex": diffing.to_latex}
     if format not in renderers:
         raise UserError(f"--format must be one of {', '.join(renderers)}, got '{shorten(format)}'")
-    result = diffing.diff(_graph(spec_a, set_, max_memory=max_memory), _graph(spec_b, set_, max_memory=max_memory))
+    both = parse_input(input_)
+    shape_a, shape_b = parse_input(input_a, "--input-a") or both, parse_input(input_b, "--input-b") or both
+    result = diffing.diff(_graph(spec_a, set_, shape_a, max_memory), _graph(spec_b, set_, shape_b, max_memory),
+                          train_only=include_train_only)
+    if format == "table":
+        width = _width()
+        _print(diffing.to_table(result, width=width), width)
+        return
     _print(renderers[format](result))
 
 
@@ -611,25 +688,14 @@ def list_command(
     Example: archc list --format markdown
     """
     from . import zoo
-    from .analysis import analyze
-    from .shapes import infer_shapes
 
     if format not in ("table", "json", "markdown"):
         raise UserError(f"--format must be one of table, json, markdown, got '{shorten(format)}'")
-    models = zoo.models()
     if names_only:
-        typer.echo("\n".join(models))
+        typer.echo("\n".join(zoo.models()))
         return
-    from .expand import expand
-
-    rows = []
-    for name, model in models.items():
-        spec = zoo.find_model(name)
-        graph = infer_shapes(expand(spec))
-        report = analyze(graph)
-        rows.append({"name": name, "paper": spec.paper or "", "input": list(graph.input_shape),
-                     "params": report.total_params, "gmacs": round(report.total_macs / 1e9, 3),
-                     "spec": model.path.name})
+    rows = [{"name": r.name, "paper": r.paper, "input": list(r.input), "params": r.params,
+             "gmacs": round(r.macs / 1e9, 3), "spec": r.path.name} for r in zoo.rows()]
     if format == "json":
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -23,9 +23,13 @@ the summary's convention; an edge into a concat also gives the channels it
 fills.  `annotate` adds parameters, MACs and receptive field per box, totals
 in the legend.  Boxes are coloured by the registry's op category, with a
 legend of the colours used; layers that run only in training mode are
-dashed.  `render` takes a PNG's `dpi` and a `page` whose text width the
-figure must fit with its text at least 8 pt.  No torch; rendering needs
-Graphviz's `dot` except for `.dot` output.
+dashed.  A block's figure draws its instance with the most layers
+(`block_instance`), or one instance named by its dotted name.  `render`
+takes a PNG's `dpi` and a `page`: the print style (STYLES), every text 8 pt
+and the shapes in the boxes, with an overview wrapped into as many columns
+as fit the page's text area (`_column_breaks` cuts only where one edge
+leads on).  No torch; rendering needs Graphviz's `dot` except for `.dot`
+output.
 """
 
 from __future__ import annotations
@@ -61,48 +65,78 @@ def is_module(scope: Scope) -> bool:
     return bool(scope.block) or scope.kind != "seq"
 
 
-def module_title(graph: Graph, scope: Scope) -> str:
-    """`inception(64, 96, ...)`, `block8(scale=1.0, act=None)`, `block35 x10`, or the container kind."""
+def module_title(graph: Graph, scope: Scope, last: Optional[Scope] = None) -> str:
+    """`inception(64, 96, ...)`, `block8(scale=1.0, act=None)`, `block35(scale=0.17) \u00d7 10`, or the container
+    kind; with `last`, the title of a run from `scope` to `last`: an argument that changes along it is written
+    `first\u2026last` (ConvNeXt's `cnblock(n=6\u202632, c=512)`)."""
     if scope.kind == "repeat":
         copies = [s for s in graph.scopes.values() if s.parent == scope.id]
-        first = copies[0] if copies else scope
-        return f"{module_title(graph, first)} \u00d7 {len(copies)}" if copies else "repeat"
+        if not copies:
+            return "repeat"
+        return f"{module_title(graph, copies[0], copies[-1] if len(copies) > 1 else None)} \u00d7 {len(copies)}"
     if not scope.block:
         return scope.kind
-    values = list(scope.args.values())
+    args = dict(scope.args)
+    if last is not None:
+        args = {k: v if last.args.get(k) == v else f"{_value(v)}\u2026{_value(last.args.get(k))}"
+                for k, v in args.items()}
+    args = {k: _value(v) for k, v in args.items()}
+    values = list(args.values())
     if not values:
         return scope.block
     if len(values) <= 3:
-        return f"{scope.block}({', '.join(f'{k}={v}' for k, v in scope.args.items())})"
+        return f"{scope.block}({', '.join(f'{k}={v}' for k, v in args.items())})"
     return f"{scope.block}({', '.join(str(v) for v in values)})"
 
 
-def _graph_attrs(title: str, rankdir: str) -> dict:
-    return {"rankdir": rankdir, "fontname": "Helvetica", "fontsize": "14", "nodesep": "0.25", "ranksep": "0.3",
-            "label": title, "labelloc": "t",
+def _value(v):
+    # A rate as a paper prints it: 0.075, not 0.07500000000000001 (and 1.0 stays 1.0).
+    return str(round(v, 6)) if isinstance(v, float) else v
+
+
+# Point sizes of the text and the spacing (inches) of the screen style and of the print style that `--page` lays
+# out: there every text is 8 pt, the smallest a printed figure may have, and every box says its output shape, so
+# that the edges need no label and the ranks close up.
+STYLES = {
+    "screen": {"title": 14, "box": 10, "edge": 8, "module": 11, "chain": 9, "legend": 9,
+               "nodesep": 0.25, "ranksep": 0.3, "margin": None, "edge_shapes": True, "legend_across": 1, "arrowsize": None},
+    "print": {"title": 10, "box": 8, "edge": 8, "module": 8, "chain": 8, "legend": 8,
+              "nodesep": 0.1, "ranksep": 0.14, "margin": "0.08,0.04", "edge_shapes": False, "legend_across": 2,
+              "arrowsize": "0.6"},
+}
+
+
+def _graph_attrs(title: str, rankdir: str, style: dict = STYLES["screen"]) -> dict:
+    return {"rankdir": rankdir, "fontname": "Helvetica", "fontsize": str(style["title"]),
+            "nodesep": str(style["nodesep"]), "ranksep": str(style["ranksep"]), "label": title, "labelloc": "t",
             # dot's second crossing pass over clusters would undo the branch rows that hold the spec's order.
             "remincross": "false"}
 
 
-def _new_digraph(name: str, title: str, rankdir: str) -> graphviz.Digraph:
-    return graphviz.Digraph(
-        name, graph_attr=_graph_attrs(title, rankdir),
-        node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica", "fontsize": "10"},
-        edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555", "fontcolor": "#333333"})
+def _new_digraph(name: str, title: str, rankdir: str, style: dict = STYLES["screen"]) -> graphviz.Digraph:
+    node_attr = {"shape": "box", "style": "rounded,filled", "fontname": "Helvetica", "fontsize": str(style["box"])}
+    if style["margin"]:
+        node_attr["margin"] = style["margin"]
+    edge_attr = {"fontname": "Helvetica", "fontsize": str(style["edge"]), "color": "#555555", "fontcolor": "#333333"}
+    if style["arrowsize"]:
+        edge_attr["arrowsize"] = style["arrowsize"]
+    return graphviz.Digraph(name, graph_attr=_graph_attrs(title, rankdir, style), node_attr=node_attr,
+                            edge_attr=edge_attr)
 
 
 def diagram(graph: Graph, depth: Optional[int] = 1, rankdir: str = "TB",
             expand: Iterable[str] = (), unroll: Iterable[str] = (), annotate: Iterable[str] = (),
-            columns: int = 1) -> graphviz.Digraph:
+            columns: int = 1, style: str = "screen") -> graphviz.Digraph:
     """The network with modules folded at `depth` (None: every layer), `expand` opened, repeats folded but `unroll`;
     `annotate` (any of ANNOTATIONS) adds a line of counts to every box and their totals to the legend; `columns`
-    wraps the boxes, in order, into that many columns side by side (plain chains then lose their frames)."""
-    dot = _new_digraph(graph.name, graph.title or graph.name, rankdir)
+    wraps the boxes, in order, into that many columns side by side (plain chains then lose their frames); `style`
+    is a key of STYLES."""
+    dot = _new_digraph(graph.name, graph.title or graph.name, rankdir, STYLES[style])
     expand = set(expand)
     runs = repeat_runs(graph, set(unroll) | expand)
     folded = {member: box for box, members in runs.items() for member in members}
     _draw(dot, graph, list(graph.nodes), depth, expand, outside=None, runs=runs, annotate=tuple(annotate),
-          columns=columns)
+          columns=columns, style=STYLES[style])
     for out in graph.outputs.values():
         name = f"output:{out.name}"
         dot.node(_id(name), f"{out.name}\n{_shape(graph.nodes[out.node].shape)}", fillcolor=PALETTE["io"],
@@ -111,32 +145,53 @@ def diagram(graph: Graph, depth: Optional[int] = 1, rankdir: str = "TB",
     return dot
 
 
-def block_diagram(graph: Graph, block: str, rankdir: str = "TB", annotate: Iterable[str] = ()) -> graphviz.Digraph:
-    """One block template on its own, every layer drawn: its first instance in the network."""
-    instances = [s for s in graph.scopes.values() if s.block == block]
-    if not instances:
-        used = sorted({s.block for s in graph.scopes.values() if s.block})
-        raise UserError(f"'{graph.name}' has no block '{block}' in use",
-                        hint=f"its blocks are: {', '.join(used)}" if used else "this spec defines no blocks")
-    scope = instances[0]
+def block_diagram(graph: Graph, block: str, rankdir: str = "TB", annotate: Iterable[str] = (),
+                  style: str = "screen") -> graphviz.Digraph:
+    """One block template on its own, every layer drawn: the instance `block_instance` chooses."""
+    scope = block_instance(graph, block)
     name = paper_name(scope.id)
-    title = f"{module_title(graph, scope)}, {f'as {name} of' if name else 'in'} {graph.title or graph.name}"
-    dot = _new_digraph(f"{graph.name}_{block}", title, rankdir)
+    heading = module_title(graph, scope)
+    # In print, the network's title on a line of its own: the figure should be no wider than the module.
+    title = f"{heading},{' ' if style == 'screen' else chr(10)}" \
+            f"{f'as {name} of' if name and not _same(name, heading, scope.block) else 'in'} {graph.title or graph.name}"
+    dot = _new_digraph(f"{graph.name}_{block}", title, rankdir, STYLES[style])
     dot.attr(tooltip=scope.id)
-    _draw(dot, graph, scope.nodes, None, set(), outside=scope, annotate=tuple(annotate))
+    _draw(dot, graph, scope.nodes, None, set(), outside=scope, annotate=tuple(annotate), style=STYLES[style])
     out = graph.nodes[scope.output]
     dot.node("output", f"output\n{_shape(out.shape)}", fillcolor=PALETTE["io"])
     dot.edge(_id(scope.output), "output")
     return dot
 
 
+def block_instance(graph: Graph, block: str) -> Scope:
+    """The instance of a block that its figure draws: `block` is a block's name or one instance's dotted name.
+
+    By the block's name, the instance that shows the template most fully:
+    the one with the most layers (its `when:` parts on, a residual's
+    projection), the first of those.  MobileNetV2's first inverted residual
+    (t = 1) has no expansion convolution and no residual; a later one has both.
+    A name that is both a block's and an instance's (Inception-ResNet-v2's
+    last `block8`) is the block's.
+    """
+    instances = [s for s in graph.scopes.values() if s.block == block]
+    if not instances and block in graph.scopes and graph.scopes[block].block:
+        return graph.scopes[block]
+    if not instances:
+        used = sorted({s.block for s in graph.scopes.values() if s.block})
+        raise UserError(f"'{graph.name}' has no block '{block}' in use",
+                        hint=f"its blocks are: {', '.join(used)} (or give one instance by its dotted name)"
+                        if used else "this spec defines no blocks")
+    return max(instances, key=lambda s: len(s.nodes))  # max keeps the first of equals
+
+
 def repeat_runs(graph: Graph, unroll: set[str] = frozenset()) -> dict[str, list[str]]:
     """The repeats drawn as one box each: box id -> the scopes it stands for.
 
     A `repeat` is one box (its own id); so is a run of two or more
-    consecutive identical block instances of one parent (same block,
-    arguments, layers and shapes, each fed by the one before), under the id
-    of its first.  A repeat or run with a scope named in `unroll` is drawn
+    consecutive instances of one block in one parent, each fed by the one
+    before, with the same layers, shapes and layer arguments but a
+    regulariser's (whose rate may follow a block argument, which the title
+    then gives as a range), under the id of its first.  A repeat or run with a scope named in `unroll` is drawn
     copy by copy.
     """
     runs: dict[str, list[str]] = {}
@@ -147,8 +202,11 @@ def repeat_runs(graph: Graph, unroll: set[str] = frozenset()) -> dict[str, list[
             runs[scope.id] = [scope.id]
 
     def signature(scope: Scope) -> tuple:
+        # Only a regulariser's arguments may change along a run (the title then shows the block's range):
+        # ConvNeXt's and EfficientNet's blocks differ in their stochastic-depth rate alone, from a block index.
         nodes = [graph.nodes[n] for n in scope.nodes]
-        return (scope.block, repr(scope.args), tuple((n.op, repr(n.args), n.shape) for n in nodes))
+        return (scope.block, tuple(scope.args), tuple(
+            (n.op, n.shape, None if OPS[n.op].category == "regularize" else repr(n.args)) for n in nodes))
 
     for parent, scopes in siblings.items():
         if parent is not None and graph.scopes[parent].kind == "repeat":
@@ -210,7 +268,7 @@ def _unit_of(graph: Graph, node_id: str, depth: Optional[int], expand: set[str],
 
 def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optional[int], expand: set[str],
           outside: Optional[Scope], runs: Optional[dict[str, list[str]]] = None, annotate: tuple[str, ...] = (),
-          columns: int = 1) -> None:
+          columns: int = 1, style: dict = STYLES["screen"]) -> None:
     """Boxes, clusters, edges and legend for `node_ids`; inputs from elsewhere are drawn as input boxes."""
     inside = set(node_ids)
     within = _nested(graph, outside) if outside is not None else None
@@ -228,10 +286,12 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     for node_id in node_ids:
         u = _unit_of(graph, absorbed.get(node_id, node_id), depth, expand, folded)
         if node_id in absorbed and u == absorbed[node_id]:
-            units[u]["label"] += f" +{graph.nodes[node_id].op}"
+            lines = units[u]["label"].split("\n")
+            lines[-1 if style["edge_shapes"] else -2] += f" +{graph.nodes[node_id].op}"  # before a shape line
+            units[u]["label"] = "\n".join(lines)
             continue
         if u not in units:
-            units[u], parent, category = _box(graph, u, runs.get(u))
+            units[u], parent, category = _box(graph, u, runs.get(u), shape_line=not style["edge_shapes"])
             categories.add(category)
             if "dashed" in units[u].get("style", ""):
                 categories.add("train_only")
@@ -274,10 +334,11 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
                 if is_module(child):
                     title = module_title(graph, child)
                     sub.attr(label=f"{name}: {title}" if name and not _same(name, title, child.block) else title,
-                             style="rounded", color="#6d8bbf", fontsize="11", fontcolor="#274e8c", tooltip=child.id)
-                else:  # a plain chain: a dashed frame (unlabelled when its name is generated)
-                    sub.attr(label=name, style="rounded,dashed", color="#bbbbbb", fontsize="9", fontcolor="#777777",
+                             style="rounded", color="#6d8bbf", fontsize=str(style["module"]), fontcolor="#274e8c",
                              tooltip=child.id)
+                else:  # a plain chain: a dashed frame (unlabelled when its name is generated)
+                    sub.attr(label=name, style="rounded,dashed", color="#bbbbbb", fontsize=str(style["chain"]),
+                             fontcolor="#777777", tooltip=child.id)
                 emit(sub, child.id)
         for join, heads in rows.get(scope_id, []):
             _branch_row(container, join, heads)
@@ -286,17 +347,28 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
     for key, row in _branch_rows(graph, node_ids, depth, expand, absorbed, folded).items():
         rows.setdefault(lift(key), []).extend(row)
     emit(dot, None)
-    breaks: set[tuple[str, str]] = set()
+    breaks: dict[tuple[str, str], tuple[str, str]] = {}  # (foot of a column, head of the next) -> its lane's ends
     if columns > 1:
-        # The main path's boxes (no joins, nothing training-only such as an auxiliary head), split evenly.
+        # The main path's boxes (no joins, nothing training-only such as an auxiliary head), split evenly.  The
+        # edge from a column's foot to the next one's head runs up a lane of its own between the two: a point
+        # beside the foot, a point beside the head, and the edge between them, which dot lays out as a column of
+        # its own, so that it neither crosses the boxes nor loops round them.
         order = [u for u in units if units[u].get("shape") != "ellipse" and "dashed" not in units[u].get("style", "")]
-        per = -(-len(order) // columns)
-        heads = [order[i] for i in range(0, len(order), per)]
-        for i in range(per, len(order), per):
-            breaks.add((order[i - 1], order[i]))
+        row = [order[0]]
+        for i in _column_breaks(graph, node_ids, list(units), order, columns, lambda n: _unit_of(
+                graph, absorbed.get(n, n), depth, expand, folded)):
+            foot, head = order[i - 1], order[i]
+            breaks[foot, head] = (f"{foot}:wrap", f"{head}:wrap")
+            for point in breaks[foot, head]:
+                dot.node(_id(point), "", shape="point", width="0", height="0")
+            with dot.subgraph() as same:
+                same.attr(rank="same")
+                same.edge(_id(foot), _id(f"{foot}:wrap"), dir="none")
+            dot.edge(_id(f"{head}:wrap"), _id(f"{foot}:wrap"), dir="none")
+            row += [f"{head}:wrap", head]
         with dot.subgraph() as same:
             same.attr(rank="same")
-            for a, b in zip(heads, heads[1:]):
+            for a, b in zip(row, row[1:]):
                 same.edge(_id(a), _id(b), style="invis")
         dot.attr(newrank="true")
 
@@ -308,11 +380,11 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
         channel = 0  # into a drawn concat, each edge also says which channels it fills: dot may reorder lanes
         for src_node in node.inputs:
             shape = graph.shape_of(src_node)
-            label = _shape(shape)
+            label = _shape(shape) if style["edge_shapes"] else ""  # in print, the box above says it
             if OPS[node.op].channel_ranges and dst == node_id:
-                label += f"\n[{channel}:{channel + shape[0]}]"
+                label = "\n".join(filter(None, [label, f"[{channel}:{channel + shape[0]}]"]))
                 channel += shape[0]
-            if src_node != INPUT and src_node not in inside:
+            if src_node not in inside and (src_node != INPUT or outside is not None):  # the network's input too
                 src = sources.setdefault(src_node, "input" if not sources else f"input:{src_node}")
             else:
                 src = _unit_of(graph, absorbed.get(src_node, src_node), depth, expand, folded)
@@ -320,14 +392,34 @@ def _draw(dot: graphviz.Digraph, graph: Graph, node_ids: list[str], depth: Optio
                 continue
             seen.add((src, dst))
             if (src, dst) in breaks:
-                dot.edge(_id(src), _id(dst), label=label, constraint="false")
+                dot.edge(_id(breaks[src, dst][1]), _id(dst), label=label)  # the lane's last step, into the head
             else:
                 dot.edge(_id(src), _id(dst), label=label)
     if outside is None:
         dot.node(INPUT, f"input\n{_shape(graph.input_shape)}", fillcolor=PALETTE["io"])
     for src_node, box in sources.items():
-        dot.node(_id(box), f"input\n{_shape(graph.nodes[src_node].shape)}", fillcolor=PALETTE["io"])
-    _legend(dot, categories, totals)
+        dot.node(_id(box), f"input\n{_shape(graph.shape_of(src_node))}", fillcolor=PALETTE["io"])
+    _legend(dot, categories, totals, style["legend"], style["legend_across"])
+
+
+def _column_breaks(graph: Graph, node_ids: list[str], boxes: list[str], order: list[str], columns: int,
+                   unit) -> list[int]:
+    """Where to wrap the main path `order` (of all `boxes`, in declaration order) into `columns` columns: positions
+    j in `order`, each as near an even split as can be, where the one edge from the boxes declared before
+    `order[j]` to it and those after is `order[j - 1] -> order[j]`, so that no module's branches (nor a join's
+    inputs) are split between columns."""
+    place = {u: i for i, u in enumerate(boxes)}
+    edges = {(place[unit(i)], place[unit(n)]) for n in node_ids for i in graph.nodes[n].inputs
+             if i in graph.nodes and unit(i) in place and unit(n) in place and unit(i) != unit(n)}
+    cuts = [j for j in range(1, len(order))
+            if {(a, b) for a, b in edges if a < place[order[j]] <= b} == {(place[order[j - 1]], place[order[j]])}]
+    breaks: list[int] = []
+    for k in range(1, columns):
+        target = k * len(order) / columns
+        free = [j for j in cuts if not breaks or j > breaks[-1]]
+        if free:
+            breaks.append(min(free, key=lambda j: abs(j - target)))
+    return breaks
 
 
 def _branch_rows(graph: Graph, node_ids: list[str], depth: Optional[int], expand: set[str],
@@ -399,13 +491,15 @@ def _nested(graph: Graph, scope: Scope) -> set[str]:
     return inner
 
 
-def _box(graph: Graph, u: str, run: Optional[list[str]] = None) -> tuple[dict, Optional[str], str]:
-    """Graphviz attributes of box `u` (a module, a run of repeats or a layer), the scope it sits in, its category."""
+def _box(graph: Graph, u: str, run: Optional[list[str]] = None,
+         shape_line: bool = False) -> tuple[dict, Optional[str], str]:
+    """Graphviz attributes of box `u` (a module, a run of repeats or a layer), the scope it sits in, its category;
+    a module's box ends in its output shape, a layer's too with `shape_line`."""
     if u in graph.scopes:
         scope = graph.scopes[u]
         title = module_title(graph, scope)
         if run and len(run) > 1:
-            title = f"{title} \u00d7 {len(run)}"
+            title = f"{module_title(graph, scope, graph.scopes[run[-1]])} \u00d7 {len(run)}"
             scope = Scope(u, scope.kind, scope.block, scope.loc, scope.parent, graph.scopes[run[-1]].output,
                           [n for m in run for n in graph.scopes[m].nodes], scope.args)
         name = paper_name(u)
@@ -422,6 +516,11 @@ def _box(graph: Graph, u: str, run: Optional[list[str]] = None) -> tuple[dict, O
         label = op.label(node.args)
         name = paper_name(u)
         lines = [name, label] if name and not _same(name, label, None) else [label]
+        if shape_line and op.category != "join":
+            # In print, what a layer folds in (`+BN +relu`) goes on a line of its own: narrower module figures.
+            head, plus, rest = lines[-1].partition(" +")
+            lines[-1:] = [head, f"+{rest}"] if plus else [head]
+            lines.append(_shape(node.shape))
         attrs = {"fillcolor": PALETTE[op.category], "label": "\n".join(lines), "tooltip": u}
         if op.category == "join":
             attrs.update(shape="ellipse", label=label)
@@ -442,9 +541,12 @@ def paper_name(dotted: str) -> str:
 
 
 def _same(name: str, title: str, kind: Optional[str]) -> bool:
-    """Whether a box's name only repeats what its title says (`flatten` / `flatten`, `aux1` / `aux`)."""
+    """Whether a box's name only repeats what its title says (`flatten` / `flatten`, `aux1` / `aux`,
+    `stochastic_depth` / `stochastic depth 0.1`)."""
     head = re.split(r"[\s(]", title, maxsplit=1)[0]
-    return name == title or name == head or (kind is not None and head == kind and name.rstrip("0123456789") == kind)
+    words = name.replace("_", " ")
+    return (name == title or name == head or (kind is not None and head == kind and name.rstrip("0123456789") == kind)
+            or (words != name and re.match(rf"{re.escape(words)}\b", title) is not None))
 
 
 ANNOTATIONS = ("params", "macs", "rf")
@@ -492,16 +594,24 @@ def _annotate(graph: Graph, units: dict[str, dict], node_ids: list[str], depth: 
     return ["total: " + line(report.total_params, report.total_macs, out_rf, every=True)]
 
 
-def _legend(dot: graphviz.Digraph, categories: set[str], totals: Iterable[str] = ()) -> None:
-    rows = "".join(
-        f'<TR><TD BGCOLOR="{PALETTE[c]}" WIDTH="18" BORDER="1"> </TD><TD ALIGN="LEFT">{html.escape(text)}</TD></TR>'
-        for c, text in LEGEND.items() if c in categories
-    )
+def _legend(dot: graphviz.Digraph, categories: set[str], totals: Iterable[str] = (), fontsize: int = 9,
+            across: int = 1) -> None:
+    """The legend: a swatch and a line for every category drawn, `across` of them to a row, then the totals."""
+    entries = [f'<TD BGCOLOR="{PALETTE[c]}" WIDTH="18" BORDER="1"> </TD><TD ALIGN="LEFT">{html.escape(text)}</TD>'
+               for c, text in LEGEND.items() if c in categories]
     if "train_only" in categories:
-        rows += '<TR><TD BORDER="1" STYLE="dashed" WIDTH="18"> </TD><TD ALIGN="LEFT">training mode only</TD></TR>'
-    rows += "".join(f'<TR><TD COLSPAN="2" ALIGN="LEFT">{html.escape(t)}</TD></TR>' for t in totals)
-    dot.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2"><TR><TD COLSPAN="2"><B>legend</B></TD></TR>'
-                       f"{rows}</TABLE>>", shape="plaintext", style="", fontsize="9")
+        entries.append('<TD BORDER="1" STYLE="dashed" WIDTH="18"> </TD><TD ALIGN="LEFT">training mode only</TD>')
+    rows = "".join(f"<TR>{''.join(entries[i:i + across])}</TR>" for i in range(0, len(entries), across))
+    span = 2 * min(across, max(len(entries), 1))
+    rows += "".join(f'<TR><TD COLSPAN="{span}" ALIGN="LEFT">{html.escape(t)}</TD></TR>' for t in totals)
+    legend = dict(label=f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2"><TR><TD COLSPAN="{span}"><B>legend</B>'
+                        f"</TD></TR>{rows}</TABLE>>", shape="plaintext", style="", fontsize=str(fontsize))
+    if across == 1:
+        dot.node("legend", **legend)
+        return
+    with dot.subgraph() as foot:  # in print, below the figure, where it widens no row
+        foot.attr(rank="sink")
+        foot.node("legend", **legend)
 
 
 def _id(name: str) -> str:
@@ -512,8 +622,7 @@ def _id(name: str) -> str:
 # Page sizes in points (portrait) and the margin left on each side: a figure is placed at the text width.
 PAGES = {"A4": (595, 842), "A5": (420, 595), "letter": (612, 792)}
 PAGE_MARGIN = 54  # 3/4 inch
-MIN_TEXT_PT = 8.0
-SMALLEST_FONT_PT = 8.0  # edge labels; boxes are 10 pt, the legend 9 pt
+MIN_TEXT_PT = 8.0  # STYLES["print"] writes every text at this size, so a figure is placed at its natural size
 
 
 def figure_size(dot: graphviz.Digraph) -> tuple[float, float]:
@@ -524,40 +633,29 @@ def figure_size(dot: graphviz.Digraph) -> tuple[float, float]:
     return x1 - x0, y1 - y0
 
 
-def page_fit(dot: graphviz.Digraph, page: str) -> tuple[float, float, float]:
-    """(scale, width, height): the scale the figure takes placed at `page`'s text width (at most 1), its size in
-    points; refuses a figure whose smallest text would then fall under 8 pt."""
-    if page not in PAGES:
-        raise UserError(f"unknown page size '{page}'", hint=f"use one of {', '.join(PAGES)}")
-    width, height = figure_size(dot)
-    text_width = PAGES[page][0] - 2 * PAGE_MARGIN
-    scale = min(1.0, text_width / width)
-    if SMALLEST_FONT_PT * scale < MIN_TEXT_PT - 1e-9:
-        raise UserError(f"the figure is {width:.0f} pt wide: at the {page} text width ({text_width} pt) its text "
-                        f"would be {SMALLEST_FONT_PT * scale:.1f} pt, under {MIN_TEXT_PT:g} pt",
-                        hint="draw fewer boxes (a smaller --depth, --block), or --rankdir TB")
-    return scale, width, height
+MAX_COLUMNS = 8
 
 
-MAX_COLUMNS = 4
-
-
-def _wrap_to_page(dot: graphviz.Digraph, fit: tuple[float, float, float], page: str, columns) -> tuple:
-    """The overview in as few columns as fit one page of `page` with its text at least 8 pt (or, when none
-    does, the one that fits its width in the fewest pages): `(dot, scale, width, height)`."""
+def _wrap_to_page(page: str, columns, hint: str) -> tuple:
+    """The figure `columns(c)` draws in as few columns c as fit one page of `page` with its text at least 8 pt:
+    `(dot, width, height)`; refuses, with its size and `hint`, a figure that fits in none."""
     text_width, text_height = (d - 2 * PAGE_MARGIN for d in PAGES[page])
-    best = (dot, *fit)
+    tried = []
     for c in range(1, MAX_COLUMNS + 1):
-        candidate = dot if c == 1 else columns(c)
-        try:
-            scale, width, height = fit if c == 1 else page_fit(candidate, page)
-        except UserError:
-            continue  # wider than the page
-        if height * scale <= text_height:
-            return candidate, scale, width, height
-        if height * scale < best[3] * best[1]:
-            best = (candidate, scale, width, height)
-    return best
+        dot = columns(c)
+        if dot is None:
+            break  # nothing to wrap: a module figure, or a figure drawn left to right
+        width, height = figure_size(dot)
+        tried.append((c, width, height))
+        if width <= text_width and height <= text_height:
+            return dot, width, height
+        if width > text_width:
+            break  # more columns only widen it
+    c, width, height = min(tried, key=lambda t: max(t[1] / text_width, t[2] / text_height))
+    raise UserError(f"the figure does not fit one {page} page with its text at least {MIN_TEXT_PT:g} pt: its "
+                    f"text area is {text_width} x {text_height} pt, and the figure is {width:.0f} x {height:.0f} pt"
+                    + (f" in {c} columns" if c > 1 else ""),
+                    hint=hint)
 
 
 def _need_dot(what: str) -> None:
@@ -573,18 +671,33 @@ def render(graph: Graph, fmt: str, depth: Optional[int] = 1, rankdir: str = "TB"
            dpi: Optional[int] = None, page: Optional[str] = None) -> bytes:
     """The diagram (or, with `block`, that block template on its own) in `fmt` (svg, png, pdf or dot).
 
-    `dpi` sets a PNG's resolution (Graphviz's default is 96); `page` (a key of PAGES) checks that the figure
-    placed at that page's text width keeps its text at least 8 pt, and sizes it to that width.
+    `dpi` sets a PNG's resolution (Graphviz's default is 96); `page` (a key of PAGES) lays the figure out in the
+    print style (every text 8 pt, the shapes in the boxes) and an overview in as many columns as it takes to
+    fit that page's text area at its natural size, refusing, with its size, one that does not fit.
     """
-    dot = (block_diagram(graph, block, rankdir, annotate) if block
-           else diagram(graph, depth, rankdir, expand, unroll, annotate))
     if page is not None:
-        scale, width, height = page_fit(dot, page)
-        if not block and rankdir == "TB":
-            dot, scale, width, height = _wrap_to_page(dot, (scale, width, height), page,
-                                                      lambda c: diagram(graph, depth, rankdir, expand, unroll,
-                                                                        annotate, columns=c))
-        dot.attr(size=f"{width * scale / 72:.3f},{height * scale / 72:.3f}")
+        if page not in PAGES:
+            raise UserError(f"unknown page size '{page}'", hint=f"use one of {', '.join(PAGES)}")
+
+        def laid_out(columns: int) -> Optional[graphviz.Digraph]:
+            # The print style; an overview drawn top to bottom wraps into columns, anything else is one column.
+            if block:
+                return block_diagram(graph, block, rankdir, annotate, style="print") if columns == 1 else None
+            if columns > 1 and rankdir != "TB":
+                return None
+            return diagram(graph, depth, rankdir, expand, unroll, annotate, columns=columns, style="print")
+
+        if block:
+            hint = "a module figure is not wrapped into columns: leave out --page and scale it yourself"
+            hint += ", or try --rankdir LR" if rankdir == "TB" else ""
+        else:
+            hint = ("draw fewer boxes (a smaller --depth, or --block NAME for one module), "
+                    "or leave out --page and scale the figure yourself")
+        dot, width, height = _wrap_to_page(page, laid_out, hint)
+        dot.attr(size=f"{width / 72:.3f},{height / 72:.3f}")
+    else:
+        dot = (block_diagram(graph, block, rankdir, annotate) if block
+               else diagram(graph, depth, rankdir, expand, unroll, annotate))
     if dpi is not None:
         if fmt != "png":
             raise UserError(f"--dpi is for PNG output, not {fmt.upper()}", hint="SVG and PDF are vector formats")

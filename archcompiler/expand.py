@@ -27,14 +27,14 @@ from typing import Any, Callable, Hashable, Iterable, Optional
 
 from . import expr
 from .errors import Loc, SpecError, did_you_mean, shown
-from .graph import INPUT, Expanded, Scope
+from .graph import INPUT, Expanded, Scope, frozen
 from .items import BlockUse, ContainerUse, Item, OpUse, Parser, check_name, located
 from .ops import OPS, JoinArgs, OpDef, Shape, join_op, spec_ops
 from .params import bind_params, evaluate, expressions
 from .shapes import infer_node
 from .source import Mapping, Sequence
 from .spec import ADD, BRANCHING_CONTAINERS, IN, IN_SHAPE, INDEX, PASS_THROUGH, RESIDUAL, OutputSpec, Spec, validate
-from .wiring import Names, PendingOutput, Ref, Source, Unwired, _Resolver, wire
+from .wiring import Names, PendingOutput, Ref, Resolver, Source, Unwired, wire
 
 MAX_NODES = 100_000  # no real CNN comes near; stops a runaway `repeat`
 
@@ -53,10 +53,15 @@ class _Ctx:
 
     def entering(self, scope: str) -> "_Ctx":
         """The context inside `scope`: its own names, and no block instance still awaiting its scope."""
-        return _Ctx(self.vars, self.defaults, (*self.scopes, scope), Names(self.names), self.blocks, inp=self.inp)
+        return frozen(_Ctx, vars=self.vars, defaults=self.defaults, scopes=(*self.scopes, scope),
+                      names=Names(self.names), blocks=self.blocks, block=None, inp=self.inp)
 
     def receiving(self, inputs: Inputs) -> "_Ctx":
-        return self if inputs == self.inp else replace(self, inp=inputs)
+        # Called for every item: built directly, as `dataclasses.replace` costs three times more.
+        if inputs == self.inp:
+            return self
+        return frozen(_Ctx, vars=self.vars, defaults=self.defaults, scopes=self.scopes, names=self.names,
+                      blocks=self.blocks, block=self.block, inp=inputs)
 
 
 def expand(spec: Spec, input_shape: Optional[tuple[int, ...]] = None, **overrides: Any) -> Expanded:
@@ -71,7 +76,7 @@ def expand(spec: Spec, input_shape: Optional[tuple[int, ...]] = None, **override
     return Expanded(
         name=spec.name, title=spec.title, paper=spec.paper, path=spec.path, input_shape=input_shape,
         input_loc=spec.tree.loc_of("input"), params=params, nodes=wired.nodes, scopes=wired.scopes,
-        outputs=wired.outputs, dag=wired.dag,
+        outputs=wired.outputs,
     )
 
 
@@ -80,7 +85,9 @@ class _Walk:
 
     def __init__(self, spec: Spec, params: dict[str, Any], input_shape: Optional[tuple[int, ...]] = None):
         self.spec, self.params, self.input_override = spec, params, input_shape
-        self.parser = Parser(OPS, spec.blocks, spec_ops())
+        op_names = spec_ops()
+        self.parser = Parser(OPS, spec.blocks, op_names)
+        self.join_ops: dict[str, OpDef] = {}  # container -> its join op, looked up in the registry once per walk
         self.layers: dict[str, Unwired] = {}
         self.scopes: dict[str, Scope] = {}
         self.scope_outputs: dict[str, Source] = {}  # scope -> its output, maybe still a reference
@@ -88,16 +95,16 @@ class _Walk:
         self.omitted: set[str] = set()
         # `$in` needs the shapes of the layers made so far: inferred when asked, by the ops' rules.
         self.shapes: dict[str, Shape] = {}
-        self.resolver = _Resolver(self.layers, self.scope_outputs, self.omitted)
+        self.resolver = Resolver(self.layers, self.scope_outputs, self.omitted)
         # Results that depend only on (immutable) spec subtrees, so that the 9th
         # instance of a block costs less than the 1st: key -> (the key's objects, result).
         # Holding the objects keeps their ids from being reused while the key stands.
         self.memo: dict[tuple, tuple[tuple, Any]] = {}
         for defaults in (spec.defaults, *(b.defaults for b in spec.blocks.values())):
             for op in defaults:
-                if op not in spec_ops():
+                if op not in op_names:
                     raise SpecError(f"'defaults' names '{op}', which is not an op", defaults.key_loc(op),
-                                    hint=did_you_mean(op, spec_ops())
+                                    hint=did_you_mean(op, op_names)
                                     or "defaults apply to ops such as conv or maxpool")
 
     def _eval(self, value: Any, loc: Loc, ctx: _Ctx) -> Any:
@@ -242,7 +249,8 @@ class _Walk:
             ctx = self._block_scope(path, "op", item.loc, ctx)
         args, exprs = self._op_args(op, item, path, ctx)
         inputs_loc = item.meta_loc("from") if "from" in item.meta else None
-        self._add_layer(Unwired(path, item.kind, args, ins, item.loc, ctx.scopes, exprs=exprs, inputs_loc=inputs_loc))
+        self._add_layer(frozen(Unwired, id=path, op=item.kind, args=args, inputs=ins, loc=item.loc, scopes=ctx.scopes,
+                               exprs=exprs, inputs_loc=inputs_loc))
         if block_root:
             self.scope_outputs[path] = path
         self._register(name, path, ctx)
@@ -260,8 +268,15 @@ class _Walk:
         key = tuple((type(v), v) for v in values)  # typed: 1, 1.0 and True are equal keys, not equal arguments
 
         def validated() -> Any:
-            data = _filled(plain, zip((where for _, _, where in holes), values))
-            return validate(op.args, data, merged, f"{item.kind} '{path}'", item.loc)
+            # Without expressions the plain data is what pydantic reads (it does not change its input).
+            data = _filled(plain, zip((where for _, _, where in holes), values)) if holes else plain
+            # Layers written out one by one with equal arguments share them too: validation is a function of
+            # the data alone (a failure raises, located at this item, and is never kept).
+            content = _content(data)
+            if content is None:
+                return validate(op.args, data, merged, f"{item.kind} '{path}'", item.loc)
+            return self._memoised(("args of", content), (op,),
+                                  lambda: validate(op.args, data, merged, f"{item.kind} '{path}'", item.loc))
 
         # Block instances with equal argument values share their (frozen) arguments;
         # a list-valued parameter makes the key unhashable, and is validated each time.
@@ -345,7 +360,7 @@ class _Walk:
                                 "identity}}, or use 'residual:'; a single branch is just its layers"
                                 if kind == ADD else "a single branch is just its layers: write them without "
                                 "'concat:'")
-            out = self._join(path, join_op(kind), outs, options, item, sub)
+            out = self._join(path, self._join_op(kind), outs, options, item, sub)
         else:  # residual: out = act(shortcut + scale * body)
             body_out = self._group(item.value, item.loc, child_prefix, inp, sub, named=None)
             if not self._when(item, ctx):  # switched off: the body alone
@@ -355,9 +370,15 @@ class _Walk:
             short_out = None if shortcut in (None, PASS_THROUGH) else self._item(
                 shortcut, item.meta_loc("shortcut"), "shortcut", child_prefix, inp, sub)
             short_out = inp if short_out is None else short_out
-            out = self._join(path, join_op(kind), [short_out, body_out], options, item, sub)
+            out = self._join(path, self._join_op(kind), [short_out, body_out], options, item, sub)
         self._close_scope(path, out, name, ctx)
         return out
+
+    def _join_op(self, container: str) -> OpDef:
+        op = self.join_ops.get(container)
+        if op is None:
+            op = self.join_ops[container] = join_op(container)
+        return op
 
     def _join(self, path: str, op: OpDef, inputs: list[Source], options: dict[str, Any], item: Item, ctx: _Ctx) -> str:
         node_id = f"{path}.{op.join_name}"
@@ -365,7 +386,10 @@ class _Walk:
             raise SpecError(f"the name '{node_id}' is needed for the join of '{path}' but is already used",
                             self.taken[node_id])
         self.taken[node_id] = item.loc
-        args = validate(JoinArgs, options, item.raw, f"{item.kind} '{path}'", item.loc)
+        content = _content(options)  # equal options share their (frozen) validated arguments, as an op's do
+        args = (validate(JoinArgs, options, item.raw, f"{item.kind} '{path}'", item.loc) if content is None
+                else self._memoised(("join args", content), (), lambda: validate(
+                    JoinArgs, options, item.raw, f"{item.kind} '{path}'", item.loc)))
         exprs = {(k,): v for k, v in item.meta.items() if k in JoinArgs.model_fields and expr.is_expression(v)}
         self._add_layer(Unwired(node_id, op.name, args, tuple(inputs), item.loc, ctx.scopes, exprs=exprs))
         return node_id
@@ -419,7 +443,9 @@ class _Walk:
 
     def _copy(self, item: Item, copy: int, ctx: _Ctx) -> _Ctx:
         """The context of a repeat's copy number `copy` (from 0): `$i` is its index."""
-        return replace(ctx, vars={**ctx.vars, INDEX: copy}) if "repeat" in item.meta else ctx
+        if "repeat" not in item.meta:
+            return ctx
+        return _Ctx({**ctx.vars, INDEX: copy}, ctx.defaults, ctx.scopes, ctx.names, ctx.blocks, ctx.block, ctx.inp)
 
     def _copy_name(self, item: Item, copy: int, ctx: _Ctx) -> str:
         """A repeat copy's name from the `names:` pattern: each `{...}` holds an expression over `i` and the
@@ -537,6 +563,20 @@ def _with_holes(item: Item, levels: tuple[Mapping, ...]) -> tuple[Mapping, Any, 
     for level in reversed(levels):
         merged = _merge(level, merged)
     return merged, _plain(merged), list(expressions(merged, item.loc))
+
+
+def _content(data: Any) -> Optional[Hashable]:
+    """Plain data as a key equal only for equal data of equal types (1, 1.0 and True differ, and -0.0 and 0.0
+    too); None where it holds something unhashable."""
+    if isinstance(data, dict):
+        items = tuple((k, _content(v)) for k, v in data.items())
+        return None if any(v is None for _, v in items) else (dict, items)
+    if isinstance(data, list):
+        items = tuple(_content(v) for v in data)
+        return None if any(v is None for v in items) else (list, items)
+    if type(data) is float:
+        return float, data.hex()
+    return (type(data), data) if _hashable(data) else None
 
 
 def _hashable(value: Any) -> bool:

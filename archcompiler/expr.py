@@ -151,6 +151,8 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
 
 def check_number(value: Any, what: str) -> None:
     """Refuse a number that is not finite or over `MAX_MAGNITUDE`; `what` names it in the message."""
+    if not _out_of_bounds(value):
+        return
     if isinstance(value, float) and not math.isfinite(value):
         raise ExprError(f"{what} is not a finite number ({value})")
     if isinstance(value, (int, float)) and abs(value) > MAX_MAGNITUDE:
@@ -209,13 +211,16 @@ class _Evaluator:
         self.scope = scope
 
     def visit(self, node: ast.AST) -> Any:
-        method = getattr(self, f"_{type(node).__name__}", None)
+        method = _VISITORS.get(type(node))
         if method is None:
-            raise ExprError(
-                f"'{_text(node)}' is not allowed in an expression",
-                hint="only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else",
-            )
-        return method(node)
+            method = getattr(_Evaluator, f"_{type(node).__name__}", None)
+            if method is None:
+                raise ExprError(
+                    f"'{_text(node)}' is not allowed in an expression",
+                    hint="only numbers, parameters, + - * / // %, comparisons, and/or/not and if/else",
+                )
+            _VISITORS[type(node)] = method
+        return method(self, node)
 
     def _Constant(self, node: ast.Constant) -> Any:
         if _allowed_constant(node.value):
@@ -298,8 +303,19 @@ class _Evaluator:
         return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
 
 
+def _out_of_bounds(value: Any) -> bool:
+    """Whether `check_number` refuses `value`: a number that is not finite or over `MAX_MAGNITUDE`."""
+    return isinstance(value, (int, float)) and not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE
+
+
+# Node type -> its `_Evaluator` method, found by name once per type rather than once per node.
+_VISITORS: dict[type, Callable[[_Evaluator, Any], Any]] = {}
+
+
 def _bounded(node: ast.AST, value: Any) -> Any:
-    check_number(value, f"'{_text(node)}'")
+    # The node's text only when refused: unparsing it for every value was most of the evaluation's time.
+    if _out_of_bounds(value):
+        check_number(value, f"'{_text(node)}'")
     return value
 
 

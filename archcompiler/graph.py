@@ -3,12 +3,13 @@
 `expand` makes an `Expanded` graph of `Layer`s (wired, no shapes);
 `shapes.infer_shapes` turns it into a `Graph` of `Node`s, whose `shape` is
 always set.  Both are frozen: a pass makes new ones rather than editing them.
-A `Graph` is a networkx DiGraph of `Node`s (one per layer or join, named by
-its full dotted path, which is also its module path in the compiled model)
-plus the tree of `Scope`s (block instances and named containers) that the
+A `Graph` is a mapping of `Node`s (one per layer or join, named by
+its full dotted path, which is also its module path in the compiled model),
+each naming its inputs, plus the tree of `Scope`s (block instances and named containers) that the
 report aggregates over and the diagrams draw as clusters.  Node order in
 `Graph.nodes` is declaration order, which is the compiled model's
-state_dict order.
+state_dict order.  `dag` is the same wiring as a networkx DiGraph, made
+when first asked for (the static path never needs it, nor networkx's import).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Generic, Mapping, Optional, Sequence, TypeVar
-
-import networkx as nx
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from .errors import Loc
 from .ops import Args, Shape
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 INPUT = "input"  # the id of the model's input node
 
@@ -85,7 +88,26 @@ class Node(Layer):
 
     @classmethod
     def shaped(cls, layer: Layer, shape: Shape) -> "Node":
-        return cls(**{f.name: getattr(layer, f.name) for f in fields(Layer)}, shape=shape)
+        if type(layer) is Layer:  # the usual case: its attributes are exactly its fields
+            return frozen(cls, **layer.__dict__, shape=shape)
+        return frozen(cls, **{name: getattr(layer, name) for name in _LAYER_FIELDS}, shape=shape)
+
+
+_LAYER_FIELDS = tuple(f.name for f in fields(Layer))  # once: `fields()` per node was a tenth of `infer_shapes`
+
+F = TypeVar("F")
+
+
+def frozen(cls: type[F], **values: Any) -> F:
+    """The instance of frozen dataclass `cls` that `cls(**values)` makes, given a value for every field.
+
+    Without the generated `__init__`, which sets each field through `object.__setattr__`: over the
+    thousands of layers, nodes and rows a summary makes, that was a tenth of its time.  Only for
+    dataclasses without `__post_init__`.
+    """
+    instance = object.__new__(cls)
+    instance.__dict__.update(values)
+    return instance
 
 
 @dataclass
@@ -129,14 +151,20 @@ class _Graph(Generic[N]):
     nodes: dict[str, N]
     scopes: dict[str, Scope]
     outputs: dict[str, Output]
-    dag: nx.DiGraph
     # Outputs chosen with `select_outputs` (feature maps): the model returns them as a dict.
     outputs_as_dict: bool = False
+
+    @cached_property
+    def dag(self) -> "nx.DiGraph":
+        """The wiring as a networkx DiGraph: `input` and every node, an edge from each input to its reader."""
+        return dag_of({k: n.inputs for k, n in self.nodes.items()})
 
     def order(self) -> list[str]:
         """Node ids in an order where every node follows its inputs (declaration order first)."""
         if declared_in_order(self.nodes):  # the usual case, without a forward `from:`
             return list(self.nodes)
+        import networkx as nx
+
         position = {n: i for i, n in enumerate(self.nodes)}
         return [n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1)) if n != INPUT]
 
@@ -170,6 +198,34 @@ def declared_in_order(nodes: Mapping[str, Layer]) -> bool:
             if position.get(src, -1) >= i:
                 return False
     return True
+
+
+def dag_of(inputs: Mapping[str, Iterable[str]]) -> "nx.DiGraph":
+    """A networkx DiGraph of `INPUT` and each node of `inputs` (node id -> its input ids), in that order."""
+    import networkx as nx
+
+    dag = nx.DiGraph()
+    dag.add_node(INPUT)
+    for node_id, sources in inputs.items():
+        dag.add_node(node_id)
+        for src in sources:
+            dag.add_edge(src, node_id)
+    return dag
+
+
+def ancestors(inputs: Mapping[str, Iterable[str]], node_id: str) -> set[str]:
+    """Every node that `node_id` depends on (`INPUT` among them where it does), as networkx's `ancestors`.
+
+    `inputs` maps each node id to its input ids; the wiring has no cycle.
+    """
+    seen: set[str] = set()
+    stack = [node_id]
+    while stack:
+        for src in inputs.get(stack.pop(), ()):
+            if src not in seen:
+                seen.add(src)
+                stack.append(src)
+    return seen
 
 
 def class_name(name: str) -> str:
@@ -210,8 +266,9 @@ def select_outputs(graph: Graph, names: Sequence[str]) -> Graph:
     if not targets:
         raise UserError("choose at least one output")
     needed = set(targets.values())
+    inputs = {k: n.inputs for k, n in graph.nodes.items()}
     for node in targets.values():
-        needed |= nx.ancestors(graph.dag, node)
+        needed |= ancestors(inputs, node)
     needed.discard(INPUT)
     nodes = {k: replace(v, train_only=False) for k, v in graph.nodes.items() if k in needed}
     scopes = {}
@@ -221,5 +278,4 @@ def select_outputs(graph: Graph, names: Sequence[str]) -> Graph:
             output = scope.output if scope.output in needed else kept[-1]
             scopes[scope.id] = replace(scope, nodes=kept, output=output)
     outputs = {name: Output(name, node, False, graph.nodes[node].loc) for name, node in targets.items()}
-    dag = graph.dag.subgraph(needed | {INPUT}).copy()
-    return replace(graph, nodes=nodes, scopes=scopes, outputs=outputs, dag=dag, outputs_as_dict=True)
+    return replace(graph, nodes=nodes, scopes=scopes, outputs=outputs, outputs_as_dict=True)

@@ -17,9 +17,10 @@ values (`$expr`) are left as written: `params` and `expand` evaluate them.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Collection
+from typing import Any, Collection, Optional
 
 from .errors import Loc, SpecError, did_you_mean, edit_distance, shown
 from .graph import is_module_attribute
@@ -192,13 +193,25 @@ class Parser:
         if not (isinstance(entry, Sequence) or (isinstance(entry, Mapping) and "seq" not in entry
                                                  and self.item(entry, loc).kind == "seq")):
             return
-        for word in KEYWORDS:
-            # Short keywords tolerate one slip, long ones two; `se` (squeeze-and-excitation) is a name, not `seq`.
-            if edit_distance(key, word) <= (2 if len(word) >= 7 else 1) and not (word == "seq" and len(key) < 3):
-                what = f"the '{word}' container" if word in CONTAINER_KEYS else f"the '{word}' key"
-                raise SpecError(f"'{key}' looks like a misspelt '{word}'; as written it names a plain chain of "
-                                "layers", key_loc, hint=f"write '{word}:' for {what}, or '{key}: {{seq: ...}}' "
-                                "if a chain of that name is meant")
+        word = _misspelt_keyword(key)
+        if word is not None:
+            what = f"the '{word}' container" if word in CONTAINER_KEYS else f"the '{word}' key"
+            raise SpecError(f"'{key}' looks like a misspelt '{word}'; as written it names a plain chain of "
+                            "layers", key_loc, hint=f"write '{word}:' for {what}, or '{key}: {{seq: ...}}' "
+                            "if a chain of that name is meant")
+
+
+@functools.lru_cache(maxsize=4096)  # a spec names its chains with the same few words many times over
+def _misspelt_keyword(key: str) -> Optional[str]:
+    """The first keyword that `key` is one or two typos away from, or None."""
+    for word in KEYWORDS:
+        # Short keywords tolerate one slip, long ones two; `se` (squeeze-and-excitation) is a name, not `seq`.
+        slips = 2 if len(word) >= 7 else 1
+        if abs(len(key) - len(word)) > slips:  # the distance is at least the difference in length
+            continue
+        if edit_distance(key, word) <= slips and not (word == "seq" and len(key) < 3):
+            return word
+    return None
 
 
 # A layer's name: an identifier that may also hold '-' (torchvision's RegNet has `block1-0`), or a number.

@@ -63,9 +63,16 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = Tr
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
             built[node.id] = lowered(OPS[node.op], node.args, graph.input_shapes(node.id))
+    return assemble(graph, built, inplace=inplace)
+
+
+def assemble(graph: Graph, built: dict[str, Lowered], *, inplace: bool = True,
+             base: type = CompiledModel) -> CompiledModel:
+    """The model of `graph` from its built nodes (a module, or parameter, and call per node), the forward
+    generated for those calls; a subclass of `base` (`optimize`'s inference build passes its own)."""
     calls = {k: (v.inplace_call or v.call) if inplace else v.call for k, v in built.items()}
     overwrite = {k: v.overwrite for k, v in built.items()} if inplace else {}
-    model = _model_class(graph, calls, {k for k, v in built.items() if v.parameter}, overwrite)()
+    model = _model_class(graph, calls, {k for k, v in built.items() if v.parameter}, overwrite, base)()
     for node_id, low in built.items():
         if low.module is not None:
             _attach(model, node_id, low.module, low.parameter)
@@ -95,7 +102,7 @@ def _attach(root: nn.Module, path: str, module: Any, parameter: bool = False) ->
 
 
 def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str],
-                 overwrite: dict[str, dict[int, str]]) -> type:
+                 overwrite: dict[str, dict[int, str]], base: type = CompiledModel) -> type:
     """A subclass of CompiledModel with forward and _forward_all generated for `graph`; the nodes in
     `parameters` are parameters at their paths, not modules."""
     class_name = python_class_name(graph.name)
@@ -112,7 +119,7 @@ def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str],
     filename = f"<archc:{graph.name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), namespace)  # our own generated code; spec text never reaches it
-    cls = type(class_name, (CompiledModel,), {
+    cls = type(class_name, (base,), {
         "forward": namespace["forward"],
         "_forward_all": namespace["_forward_all"],
         "code": source,

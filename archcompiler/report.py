@@ -131,6 +131,8 @@ def totals_line(report: Report, units: str = "raw", count_as: str = "macs") -> s
     train = (f" (+{si(m.of(report.train_only_macs), m.name)} in training-only layers)"
              if report.train_only_macs else "")
     flops = " (FLOPs = 2 x MACs)" if m.factor == 2 else ""
+    if report.counting is not None:  # --include / --like: say what the count holds
+        flops += f" ({report.counting.describe()})"
     return (
         f"total: {params}; {macs}{flops}{train} in eval mode{batch}; "
         f"activation memory {mem} at fp32; model size {model}, "
@@ -248,7 +250,7 @@ def to_markdown(report: Report, depth: Depth = None, units: str = "raw", count_a
         f"**{count(m.of(report.total_macs), units)}** | **{size(report.activation_bytes, units)}** | |"
     )
     lines += ["", totals_line(report, units, count_as) + ".", "", outputs_line(report) + ".", "",
-              f"_{conventions()}._", ""]
+              f"_{conventions(report.counting)}._", ""]
     return "\n".join(lines)
 
 
@@ -306,7 +308,7 @@ def to_latex(report: Report, depth: Depth = MODULES, units: str = "raw", count_a
     return latex_table(["name", "op / block", "output", "params", "buffers", m.name, "act. memory", "RF / jump"],
                        "llrrrrrr", rows, total=total,
                        caption=f"{report.title or report.name} (input {fmt_shape(report.input)})",
-                       notes=(*notes, conventions() + "."), raw_first=True)
+                       notes=(*notes, conventions(report.counting) + "."), raw_first=True)
 
 
 def tree_prefixes(rows: list[Row]) -> list[str]:
@@ -352,7 +354,7 @@ def _build_table(report: Report, rows: list[Row], columns: tuple[str, ...], unit
     return table
 
 
-def _width_of(table) -> int:
+def width_of(table) -> int:
     from rich.console import Console
     from rich.measure import Measurement
 
@@ -370,7 +372,7 @@ def to_table(report: Report, depth: Depth = MODULES, units: str = "raw", *, widt
     chosen = list(columns or DEFAULT_COLUMNS)
     table = _build_table(report, rows, tuple(chosen), units, m)
     notes = []
-    if width is not None and _width_of(table) > width:
+    if width is not None and width_of(table) > width:
         steps = FIT_STEPS if columns is None else (("si", None),)  # chosen columns stay; numbers may shorten
         for action, what in steps:
             if action == "drop" and what in chosen:
@@ -382,7 +384,7 @@ def to_table(report: Report, depth: Depth = MODULES, units: str = "raw", *, widt
             else:
                 continue
             table = _build_table(report, rows, tuple(chosen), units, m)
-            if _width_of(table) <= width:
+            if width_of(table) <= width:
                 break
         else:  # wrap, never cut
             table = _build_table(report, rows, tuple(chosen), units, m, overflow="fold")
@@ -395,5 +397,5 @@ def to_table(report: Report, depth: Depth = MODULES, units: str = "raw", *, widt
 
     # The notes wrap at the console's width, not the (perhaps narrowed) table's.
     notes_text = "\n".join([totals_line(report, asked, count_as) + ".", outputs_line(report) + ".", *foot,
-                            conventions() + "."])
+                            conventions(report.counting) + "."])
     return Group(table, Text(notes_text))

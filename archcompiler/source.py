@@ -314,6 +314,21 @@ if yaml.__with_libyaml__ and yaml._yaml.get_version() >= (0, 2, 6):
     class _FastLoader(yaml.CSafeLoader):
         """libyaml's parser and composer, resolving plain scalars as `_Loader` does."""
 
+        def __init__(self, stream: Any):
+            super().__init__(stream)
+            self.scalar_tags: dict[tuple, str] = {}
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            # libyaml's composer asks PyYAML's (Python) resolver for every scalar's tag; a spec repeats
+            # the same few words and numbers, and a scalar's tag depends on its text and style alone.
+            if kind is not yaml.ScalarNode:
+                return super().resolve(kind, value, implicit)
+            key = (value, implicit)
+            tag = self.scalar_tags.get(key)
+            if tag is None:
+                tag = self.scalar_tags[key] = super().resolve(kind, value, implicit)
+            return tag
+
     _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 else:  # PyYAML built without (a safe) libyaml: every spec goes through `_Loader`
     _FastLoader = None
@@ -423,9 +438,11 @@ class _Converter:
                     f"duplicate key {shown(key)} (first at line {out.key_locs[key].line})",
                     _loc(self.path, key_node), hint="each name may appear once in a mapping",
                 )
-            out.key_locs[key] = _loc(self.path, key_node)
-            out.value_locs[key] = _loc(self.path, value_node)
-            out[key] = self.convert(value_node, depth + 1)
+            mark = key_node.start_mark
+            out.key_locs[key] = Loc(self.path, mark.line + 1, mark.column + 1)
+            mark = value_node.start_mark
+            out.value_locs[key] = Loc(self.path, mark.line + 1, mark.column + 1)
+            out[key] = self._text(value_node, depth + 1)
         return out
 
     def _sequence(self, node: yaml.SequenceNode, depth: int) -> Sequence:
@@ -434,6 +451,18 @@ class _Converter:
         out = Sequence()
         out.loc, out.item_locs = _loc(self.path, node), []
         for item in node.value:
-            out.item_locs.append(_loc(self.path, item))
-            out.append(self.convert(item, depth + 1))
+            mark = item.start_mark
+            out.item_locs.append(Loc(self.path, mark.line + 1, mark.column + 1))
+            out.append(self._text(item, depth + 1))
         return out
+
+    def _text(self, node: Any, depth: int) -> Any:
+        """`convert(node, depth)`, with a shortcut for the most common value, a text scalar of a
+        libyaml-composed graph met for the first time, that makes the same checks."""
+        seen = self.seen
+        if (type(node) is yaml.ScalarNode and node.tag == _STR_TAG and seen is not None and depth <= MAX_DEPTH
+                and self.count < MAX_VALUES and id(node) not in seen):
+            seen.add(id(node))
+            self.count += 1
+            return node.value
+        return self.convert(node, depth)

@@ -4,24 +4,23 @@ In: the layers the expansion walk made (`Unwired`, whose inputs are node ids
 or `Ref`s, the `from:` references still to look up), the scopes with their
 outputs (also possibly `Ref`s), the outputs named under `outputs:`, and the
 names that `when:` switched off.  Out: frozen `Layer`s whose inputs are node
-ids, the scopes with their output node ids, the `Output`s, and the DAG.
+ids, the scopes with their output node ids, and the `Output`s.
 
 In order: every reference is resolved (`Ref.resolve`: the names table it
-was written in, then full dotted paths); the DAG is built and a cycle is
-refused, pointing at the `from:` that closes it; the layers that only
+was written in, then full dotted paths); a cycle is refused, pointing at
+the `from:` that closes it (networkx finds it, imported only for wiring
+with a forward `from:`); the layers that only
 training-mode outputs need are marked `train_only`; and a layer whose value
 reaches no output is refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import networkx as nx
-
 from .errors import Loc, SpecError, did_you_mean
-from .graph import INPUT, Layer, Output, Scope
+from .graph import INPUT, Layer, Output, Scope, ancestors, dag_of, frozen
 from .ops import Args
 
 
@@ -80,13 +79,12 @@ class Wired:
     nodes: dict[str, Layer]
     scopes: dict[str, Scope]
     outputs: dict[str, Output]
-    dag: nx.DiGraph
 
 
 def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: dict[str, Source],
          outputs: list[PendingOutput], omitted: set[str]) -> Wired:
     """Resolve every reference, check the DAG, mark training-only layers, refuse unused ones."""
-    resolver = _Resolver(layers, scope_outputs, omitted)
+    resolver = Resolver(layers, scope_outputs, omitted)
     from_locs: dict[str, Loc] = {}  # node -> the `from:` that feeds it, for cycle errors
     inputs: dict[str, list[str]] = {}
     for layer in layers.values():
@@ -94,13 +92,14 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
             if isinstance(i, Ref):
                 from_locs[layer.id] = i.loc
         inputs[layer.id] = [resolver.resolve(i) for i in layer.inputs]
-    wired_scopes = {k: replace(s, output=resolver.resolve(scope_outputs[k])) for k, s in scopes.items()}
-    dag = _dag(layers, inputs, from_locs)
+    wired_scopes = {k: Scope(s.id, s.kind, s.block, s.loc, s.parent, resolver.resolve(scope_outputs[k]), s.nodes,
+                             s.args) for k, s in scopes.items()}
+    _refuse_cycles(layers, inputs, from_locs)
     final = {o.name: Output(o.name, resolver.resolve(o.ref), o.train_only, o.loc) for o in outputs}
     needed_eval: set[str] = set()
     needed: set[str] = set()
     for out in final.values():
-        reach = nx.ancestors(dag, out.node) | {out.node}
+        reach = ancestors(inputs, out.node) | {out.node}
         needed |= reach
         if not out.train_only:
             needed_eval |= reach
@@ -109,12 +108,17 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
         if layer.id not in needed:
             raise SpecError(f"the output of '{layer.id}' is never used", layer.loc,
                             hint="feed it into a later layer or name it under 'outputs'")
-        nodes[layer.id] = Layer(layer.id, layer.op, layer.args, inputs[layer.id], layer.loc, layer.scopes,
-                                layer.id not in needed_eval, layer.exprs, layer.inputs_loc)
-    return Wired(nodes, wired_scopes, final, dag)
+        nodes[layer.id] = frozen(Layer, id=layer.id, op=layer.op, args=layer.args, inputs=inputs[layer.id],
+                                 loc=layer.loc, scopes=layer.scopes, train_only=layer.id not in needed_eval,
+                                 exprs=layer.exprs, inputs_loc=layer.inputs_loc)
+    return Wired(nodes, wired_scopes, final)
 
 
-class _Resolver:
+class Resolver:
+    """Where a layer's inputs come from: a `Ref` (a `from:` name, `$prev`, a scope's output) -> the id of the
+    node that makes it.  `wire` resolves every layer's inputs with one; `expand` asks one as it goes, to
+    know the input shape behind `$in` before the walk is over."""
+
     def __init__(self, layers: dict[str, Unwired], scope_outputs: dict[str, Source], omitted: set[str]):
         self.layers, self.scope_outputs, self.omitted = layers, scope_outputs, omitted
         self.resolved: dict[int, str] = {}  # id(ref) -> node id
@@ -148,21 +152,17 @@ class _Resolver:
         return found
 
 
-def _dag(layers: dict[str, Unwired], inputs: dict[str, list[str]], from_locs: dict[str, Loc]) -> nx.DiGraph:
-    """The DAG of the wiring (with INPUT), refusing a cycle at the `from:` that makes it."""
-    dag = nx.DiGraph()
-    dag.add_node(INPUT)
-    for node_id in layers:
-        dag.add_node(node_id)
-        for src in inputs[node_id]:
-            dag.add_edge(src, node_id)
+def _refuse_cycles(layers: dict[str, Unwired], inputs: dict[str, list[str]], from_locs: dict[str, Loc]) -> None:
+    """Refuse a cycle in the wiring at the `from:` that makes it."""
     position = {n: i for i, n in enumerate(layers)}
     if all(position.get(src, -1) < position[n] for n in layers for src in inputs[n]):
-        return dag  # every edge points forward: no cycle (as `declared_in_order`)
+        return  # every edge points forward: no cycle (as `declared_in_order`)
+    import networkx as nx  # only for wiring with a forward `from:`
+
     try:
-        cycle = nx.find_cycle(dag)
+        cycle = nx.find_cycle(dag_of(inputs))
     except nx.NetworkXNoCycle:
-        return dag
+        return
     names = [edge[0] for edge in cycle] + [cycle[0][0]]
     where = next((from_locs[v] for _, v in cycle if v in from_locs), layers[cycle[0][1]].loc)
     raise SpecError(f"the wiring has a cycle: {' -> '.join(names)}", where,

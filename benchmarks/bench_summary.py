@@ -23,7 +23,7 @@ For each spec this measures, in one process:
 Each side is run once as a warm-up (its time is kept as "cold"), then N times;
 the median is reported.  Both sides must agree on total params and eval-mode
 MACs: a mismatch is printed loudly and the script exits 1.  The target is that
-the static summary is >= 20x faster than the hooked forward; a miss is reported
+the static summary is >= 50x faster than the hooked forward; a miss is reported
 but does not change the exit code.
 
 Exit codes: 0 ok (target met or not), 1 params/MACs mismatch,
@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 import archcompiler  # noqa: E402  (after the sys.path fix-up)
 
-TARGET = 20.0
+TARGET = 50.0  # the static summary is to be at least this many times faster (issue 14)
 DEFAULT_REPEAT = 5
 NOISY = 1.5  # max/min of a side's runs above which the table warns of noise
 STATIC_FACTOR = 5  # the static side is repeated STATIC_FACTOR x --repeat times by default

@@ -42,3 +42,63 @@ def test_bench_summary_help():
     assert proc.returncode == 0
     for word in ("--repeat", "--json", "torch", "hook"):
         assert word in proc.stdout
+
+
+def test_bench_scaling_small_sizes():
+    """bench_scaling.py checks generated flat specs in-process and as a subprocess, and reports the growth ratio."""
+    script = ROOT / "benchmarks" / "bench_scaling.py"
+    proc = subprocess.run([sys.executable, str(script), "--sizes", "30", "90", "--repeat", "1", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads(proc.stdout)
+    assert data["errors"] == []
+    assert [r["layers"] for r in data["results"]] == [30, 90]
+    for r in data["results"]:
+        for way in ("in_process", "subprocess"):
+            assert r[way]["s_median"] > 0
+            assert r[way]["us_per_layer"] == r[way]["s_median"] / r["layers"] * 1e6
+    small, large = data["results"]
+    assert data["growth"]["in_process"] == large["in_process"]["s_median"] / (3 * small["in_process"]["s_median"])
+    assert isinstance(data["linear"], bool)
+    assert data["fast_enough"] is None  # no 10,000-layer run, so no verdict on it
+
+
+def test_bench_build_archc_side_without_references():
+    """bench_build.py times archc's build; without torchvision/timm (the project's venv) the reference is skipped."""
+    script = ROOT / "benchmarks" / "bench_build.py"
+    proc = subprocess.run([sys.executable, str(script), "googlenet", "--repeat", "1", "--meta", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads(proc.stdout)
+    assert data["errors"] == []
+    assert [(r["model"], r["device"]) for r in data["results"]] == [("googlenet", "cpu"), ("googlenet", "meta")]
+    for r in data["results"]:
+        assert r["archc"]["ms_median"] > 0
+        if data["versions"]["torchvision"] is None:
+            assert r["reference"] is None and "skipped" in r
+        else:
+            assert r["ratio"] == r["archc"]["ms_median"] / r["reference"]["ms_median"]
+
+
+def test_bench_forward_against_the_emitted_source(tmp_path):
+    """bench_forward.py on a tiny spec without reference facts: the baseline is archc's emitted standalone
+    source (which computes the same function), every cell a ratio of the medians, a verdict for BatchNorm."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n"
+                    "  - conv: {out: 8, k: 3, pad: 1, norm: true, act: relu}\n"
+                    "  - global_avgpool: null\n  - flatten: null\n  - linear: {out: 4}\n")
+    script = ROOT / "benchmarks" / "bench_forward.py"
+    proc = subprocess.run([sys.executable, str(script), "--only", str(spec), "--repeat", "1", "--skip-compile",
+                           "--threads", "1", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads(proc.stdout)
+    assert data["errors"] == [] and data["environment"]["threads"] == 1
+    [row] = data["results"]
+    assert row["baseline"] == "archc's emitted standalone source"
+    assert row["eager_difference"] == 0.0 and row["inference_difference"] < 1e-5
+    for kind in ("eager", "train", "inference"):
+        cell = row[kind]
+        assert cell["ratio"] == cell["archc_ms"] / cell["reference_ms"]
+        assert len(cell["archc_runs_ms"]) == len(cell["reference_runs_ms"]) == 1
+    assert "compile" not in row
+    assert row["batchnorm"] is True and row["meets_target"] == (row["inference"]["ratio"] <= data["target"])

@@ -193,9 +193,14 @@ def test_diff_compares_two_networks_by_stage(fmt):
     if fmt == "json":
         data = json.loads(r.stdout)
         assert data["totals"]["delta"]["params"] == 55_843_464 - 42_679_816
-        assert {s["stage"]: s["b"]["output"] for s in data["stages"]}["17x17"] == [1088, 17, 17]
-    else:
-        assert "17x17" in r.stdout and "1088x17x17" in r.stdout
+        assert {s["stage"]: s["b"]["output"] for s in data["stages"]}["stride 16"] == [1088, 17, 17]
+    elif fmt == "markdown":
+        assert "stride 16" in r.stdout and "1088x17x17" in r.stdout
+    else:  # piped: fitted to the readable width, the outputs left out and said so; COLUMNS shows them
+        assert "stride 16" in r.stdout and "1088x17x17" not in r.stdout and "To fit 100 columns" in r.stdout
+        wide = run_archc("diff", str(ROOT / "specs" / "inception_v4.yaml"),
+                         str(ROOT / "specs" / "inception_resnet_v2.yaml"), env={"COLUMNS": "400"})
+        assert "1088x17x17" in wide.stdout and "To fit" not in wide.stdout
     bad = archc("diff", SPEC, SPEC, "--format", "xml")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 

@@ -47,3 +47,24 @@ def test_each_refused_name_would_really_break_the_build():
     for name in ("forward", "training", "to", "state_dict", "_modules"):
         with pytest.raises(KeyError):
             nn.Module().add_module(name, nn.Identity())
+
+
+def test_frozen_makes_what_the_constructor_makes():
+    # `graph.frozen` skips a frozen dataclass's generated __init__: the instance must be the same one,
+    # equal, hashing alike, printing alike, and still frozen.
+    import dataclasses
+
+    from archcompiler.analysis import Row
+    from archcompiler.errors import Loc
+    from archcompiler.graph import Layer, Node, frozen
+
+    values = dict(id="a.0", op="relu", args=None, inputs=["input"], loc=Loc("x.yaml", 3, 5), scopes=("a",),
+                  train_only=True, exprs={("out",): "$c"}, inputs_loc=None)
+    made, built = frozen(Layer, **values), Layer(**values)
+    assert made == built and repr(made) == repr(built) and dataclasses.asdict(made) == dataclasses.asdict(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.op = "conv"  # type: ignore[misc]
+    assert Node.shaped(made, (3, 4, 4)) == Node(**values, shape=(3, 4, 4))
+    row = dict(name="a", kind="layer", op="conv", label="conv 3x3", depth=1, output_shape=(8, 4, 4), params=1,
+               buffers=2, macs=3, activations=4, train_only=False, rf=(3, 3), jump=(1, 1), kernel=(3, 3))
+    assert frozen(Row, **row) == Row(**row) and hash(frozen(Row, **row)) == hash(Row(**row))

@@ -8,8 +8,10 @@ and model sizes; `--units si` rounds, `raw` does not.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,12 @@ def _zoo_names() -> list[str]:
 ZOO_SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
 
 
+@functools.lru_cache(maxsize=None)
+def _summary(spec: Path):
+    """A spec file's report, compiled once for the width and the depth tests (rendering leaves it as it is)."""
+    return archcompiler.summary(spec)
+
+
 def _rendered(rep, width: int, **kw) -> str:
     from rich.console import Console
 
@@ -167,10 +175,15 @@ from archcompiler.ops import fmt_shape  # noqa: E402
 @pytest.mark.parametrize("width", [80, 120])
 @pytest.mark.parametrize("spec", ZOO_SPECS, ids=[p.stem for p in ZOO_SPECS])
 def test_no_number_name_or_shape_is_cut_at_80_and_120_columns(spec, width):
-    rep = archcompiler.summary(spec)
+    rep = _summary(spec)
     _assert_nothing_cut(rep, _rendered(rep, width), width)
 
 
+HEAVY = os.environ.get("ARCHC_HEAVY", "") not in ("", "0")
+
+
+@pytest.mark.skipif(not HEAVY, reason="every zoo model by name (~70 s); each spec file is checked above; "
+                                      "ARCHC_HEAVY=1 runs it")
 @pytest.mark.parametrize("width", [80, 120])
 def test_every_zoo_model_by_name_fits(width):
     for name in _zoo_names():
@@ -178,14 +191,37 @@ def test_every_zoo_model_by_name_fits(width):
         _assert_nothing_cut(rep, _rendered(rep, width), width)
 
 
-def test_default_depth_shows_the_modules_of_the_timm_layouts():
-    for spec in ("inception_v4", "inception_resnet_v2"):
-        rep = archcompiler.summary(spec)
-        shown = report.visible(rep, report.MODULES)
-        blocks = [r for r in rep.rows if r.kind == "block"]
-        outermost = {b.name for b in blocks if not any(b.name.startswith(o.name + ".") for o in blocks)}
-        assert len(outermost) > 10 and outermost <= {r.name for r in shown}
-        assert all(r.kind == "block" or not any(r.name.startswith(b.name + ".") for b in blocks) for r in shown)
+def _assert_default_depth_shows_the_modules(rep) -> None:
+    """The table at its default depth has a row for each module: every outermost block instance, every
+    layer outside blocks and the groups holding them, and nothing inside a block instance."""
+    blocks = [r.name for r in rep.rows if r.kind == "block"]
+
+    def inside_a_block(name: str) -> bool:
+        return any(name.startswith(b + ".") for b in blocks)
+
+    expected = [r for r in rep.rows if not inside_a_block(r.name)]
+    outermost = [b for b in blocks if not inside_a_block(b)]
+    assert len(outermost) == sum(r.kind == "block" for r in expected)
+    _, body = _cells(_rendered(rep, 300))
+    shown = [cells[0].lstrip("│├└─ ").removesuffix(" *") for cells in body[:-1]]  # the last line is the total
+    assert shown == [r.name.rsplit(".", 1)[-1] if r.depth > 1 else r.name for r in expected]
+    if any(r.kind == "group" and any(b.startswith(r.name + ".") for b in outermost) for r in expected):
+        # a group of blocks (timm's `features`) is opened: more than --depth 1 shows, which was the group alone
+        assert len(shown) > sum(r.depth == 1 for r in rep.rows)
+
+
+@pytest.mark.parametrize("spec", ZOO_SPECS, ids=[p.stem for p in ZOO_SPECS])
+def test_default_depth_shows_the_modules_of_every_zoo_spec(spec):
+    rep = _summary(spec)
+    _assert_default_depth_shows_the_modules(rep)
+    if spec.stem in ("inception_v4", "inception_resnet_v2"):  # the timm layouts: blocks in `features`, `repeat`
+        assert sum(r.kind == "block" and r.depth > 1 for r in report.visible(rep, report.MODULES)) > 10
+
+
+@pytest.mark.skipif(not HEAVY, reason="every zoo model by name; each spec file is checked above; ARCHC_HEAVY=1 runs it")
+def test_default_depth_shows_the_modules_of_every_zoo_model():
+    for name in _zoo_names():
+        _assert_default_depth_shows_the_modules(archcompiler.summary(name))
 
 
 def test_columns_drop_by_the_stated_priority(rep):
@@ -243,7 +279,7 @@ def test_flops_are_twice_the_macs_and_labelled_flops(rep):
 
 
 def check_latex(text: str) -> list[list[str]]:
-    """Check a booktabs table's structure (no TeX engine here); return its rows' cells."""
+    """Check a booktabs table's structure (without a TeX engine: CI has none); return its rows' cells."""
     import re
 
     assert text.isascii(), "every character escaped or spelled in LaTeX"
@@ -278,3 +314,81 @@ def test_latex_summary_is_a_booktabs_table(rep, count_as):
     nested = report.to_latex(rep, 2)
     assert r"\quad \texttt{branch1}" in nested
     check_latex(nested)
+
+
+def _pdflatex(table: str, where: Path) -> str:
+    """Compile `table` in a minimal article with booktabs; return the log (the run must stop on no error)."""
+    import subprocess
+
+    tex = where / "table.tex"
+    tex.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + table
+                   + "\\end{document}\n", encoding="ascii")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", tex.name],
+                         cwd=where, capture_output=True, text=True, timeout=120)
+    log = (where / "table.log").read_text(errors="replace")
+    assert run.returncode == 0 and (where / "table.pdf").stat().st_size > 0, log[-2000:]
+    return log
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="no TeX engine (pdflatex) on PATH")
+def test_latex_of_summary_paper_and_diff_compiles_with_pdflatex(rep, tmp_path):
+    """One table of each kind through pdflatex: every command it meets is defined, every character printable."""
+    from archcompiler import diff as diffing
+    from archcompiler import paper
+    from archcompiler.analysis import analyze
+
+    paper_graph = archcompiler.compile_graph(SPEC.with_name("googlenet_paper.yaml"))
+    tables = {
+        "summary": report.to_latex(rep, 2, "si", "flops"),
+        "paper": paper.to_latex(paper.paper_table(paper_graph, analyze(paper_graph)), "si"),
+        "diff": diffing.to_latex(diffing.diff(archcompiler.compile_graph(SPEC),
+                                              archcompiler.compile_graph(SPEC.with_name("inception_v3.yaml")),
+                                              train_only=True)),
+    }
+    for kind, table in tables.items():
+        (tmp_path / kind).mkdir()
+        log = _pdflatex(table, tmp_path / kind)
+        assert "Missing character" not in log and "Undefined control sequence" not in log, kind
+        assert "Output written on table.pdf (1 page" in " ".join(log.split()), kind
+
+
+# ------------------------------------------------------------------------------ the docs' examples
+
+ROOT = Path(__file__).parents[1]
+
+
+def doc_commands(doc: str, command: str) -> list[list[str]]:
+    """The `archc COMMAND ...` lines of a page's ```bash blocks, as arguments (comments and `.venv/bin/` cut)."""
+    import re
+    import shlex
+
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    lines = [line.split("  #", 1)[0].strip() for _, body in re.findall(r"^```(bash)\n(.*?)^```$", text, re.S | re.M)
+             for line in body.splitlines()]
+    return [shlex.split(line)[1:] for line in (line.removeprefix(".venv/bin/") for line in lines)
+            if line.startswith(f"archc {command} ")]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/summaries.md"])
+def test_the_docs_summary_examples_run(doc):
+    from conftest import run_archc
+
+    examples = doc_commands(doc, "summary")
+    assert len(examples) >= 3
+    for args in examples:
+        r = run_archc(*args, cwd=ROOT, env={"COLUMNS": "120"})
+        assert r.returncode == 0 and r.stdout, (args, r.stderr)
+        if args == ["summary", "specs/inception_v4.yaml"]:  # the README: "its modules, features.0 ... features.21"
+            _, body = _cells(r.stdout)
+            names = [cells[0].lstrip("│├└─ ") for cells in body]
+            assert {f"{i}" for i in range(22)} <= set(names) and "features" in names
+    assert doc != "README.md" or ["summary", "specs/inception_v4.yaml"] in examples
+
+
+def test_the_docs_totals_line_is_resnet18s():
+    import re
+
+    text = (ROOT / "docs" / "summaries.md").read_text(encoding="utf-8")
+    shown = re.search(r"```text\n(total: .*?)```", text, re.S).group(1)
+    rep = archcompiler.summary("resnet18")
+    assert " ".join(shown.split()) == report.totals_line(rep) + "."

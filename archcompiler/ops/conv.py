@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, StrictBool, StrictInt, field_validator
@@ -12,17 +13,24 @@ from .registry import (
     Arg,
     Args,
     Construct,
+    Costs,
+    Fold,
     InChannels,
     Kw,
     Lowering,
     OpDef,
     Pair,
     PaperRole,
+    RunsAs,
+    Saved,
+    Saves,
     Shape,
     ShapeError,
     act_call,
     act_call_inplace,
+    act_costs,
     act_module,
+    act_saves,
     need_map,
     out_channels,
     pair,
@@ -133,6 +141,26 @@ def _conv_macs(a: ConvArgs, shapes: list[Shape], out: Shape) -> int:
     return out[1] * out[2] * _connections_per_output(a, shapes[0][0]) * kh * kw
 
 
+def _conv_costs(a: ConvArgs, shapes: list[Shape], out: Shape, runs: Any) -> Costs:
+    n = math.prod(out)
+    macs = _conv_macs(a, shapes, out)
+    bias = n if a.bias else 0
+    norm = 0 if a.norm is None else 2 * n if a.norm.affine else n
+    # the activation runs as a module inside ConvNormAct, else as the functional call after the conv
+    act, act_ptflops = act_costs(a.act, n, as_module=a.norm is not None)
+    kinds = {"bias": bias, "norm": norm, **act}
+    tools = {
+        # torchinfo: each leaf module's parameters x output positions (a "Conv" class), or x batch (its BatchNorm)
+        "torchinfo": macs + bias + (2 * a.out if a.norm is not None and a.norm.affine else 0),
+        # ptflops hooks nn.Conv2d only; a PartialConv2d is a module it does not know (0)
+        "ptflops": (0 if a.connections is not None else macs + bias) + norm + act_ptflops,
+    }
+    if a.connections is not None:  # fvcore counts the dense kernel PartialConv2d runs, its zeros included
+        kh, kw = pair(a.k)
+        tools["fvcore"] = out[1] * out[2] * a.out * shapes[0][0] * kh * kw
+    return Costs(kinds, tools)
+
+
 def _conv_lowering(a: ConvArgs, shapes: list[Shape]) -> Lowering:
     c, h, w = shapes[0]
     t, b, l, r = conv_padding(a, h, w)
@@ -176,9 +204,41 @@ def _conv_label(a: ConvArgs) -> str:
     return f"conv {kh}x{kw}{stride if (sh, sw) != (1, 1) else ''}, {a.out}{extra}"
 
 
+def _conv_without_norm(a: ConvArgs) -> Optional[ConvArgs]:
+    # the folded conv: BatchNorm's shift becomes its bias; its activation stays after it
+    return a.model_copy(update={"norm": None, "bias": True}) if a.norm is not None else None
+
+
+def _conv_taking_norm(a: ConvArgs) -> Optional[ConvArgs]:
+    # a BatchNorm right after a plain conv; not past an activation, nor into a connections table's kernels
+    return a.model_copy(update={"bias": True}) if a.norm is None and a.act is None and a.connections is None else None
+
+
+def _conv_saves(a: ConvArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # convolution keeps its input (for the weight's gradient) and its weight (a parameter, not listed)
+    c, h, w = shapes[0]
+    t, b, l, r = conv_padding(a, h, w)
+    kept: tuple[Saved, ...] = ((Saved(0, what="input"),) if t == b and l == r
+                               else (Saved(None, (c, h + t + b, w + l + r), what="padded input"),))  # F.pad's result
+    if a.connections is not None:  # PartialConv2d scatters its weight into a dense kernel every step
+        kh, kw = pair(a.k)
+        slots = sum(map(len, a.connections))
+        kept += (Saved(None, (slots,), per_sample=False, itemsize=8, what="kernel slot indices"),
+                 Saved(None, (a.out * c * kh * kw,), per_sample=False, what="dense kernel"))
+    if a.norm is None:
+        return Saves(kept + act_saves(a.act, runs.inplace, Saved(None, out, what="conv output"), out))
+    # ConvNormAct: BatchNorm keeps its input (the conv's output) and the batch's mean and inverse std
+    kept += (Saved(None, out, what="conv output"), Saved(None, (a.out,), per_sample=False, what="batch mean"),
+             Saved(None, (a.out,), per_sample=False, what="batch inverse std"))
+    return Saves(kept + act_saves(a.act, runs.inplace, Saved(None, out, what="BatchNorm output"), out))
+
+
 register(OpDef(
     "conv", ConvArgs, "convolution", _conv_infer, _conv_label, _conv_lowering, _conv_params, _conv_macs,
+    costs=_conv_costs,
     window=lambda a, s: (pair(a.k), pair(a.s), pair(a.dilation)), channels=out_channels, autograd=READS_INPUTS,
+    fold=Fold(own=_conv_without_norm, absorb=_conv_taking_norm, parts=("conv", "bn")),
+    saves=_conv_saves,
     paper=PaperRole("convolution", weighted=True, family="conv", patch=window_patch,
                     filters=lambda a: (*pair(a.k), a.out)),
     doc="2-D convolution, optionally followed by BatchNorm (`norm`) and an activation (`act`); "

@@ -17,17 +17,24 @@ from .registry import (
     Autograd,
     Const,
     Construct,
+    Costs,
+    Fold,
     InChannels,
     Kw,
     Lowering,
     NoArgs,
     OpDef,
     PaperRole,
+    RunsAs,
+    Saved,
+    Saves,
     Shape,
     ShapeError,
     Window,
     act_call,
     act_call_inplace,
+    act_costs,
+    act_saves,
     fmt_shape,
     need_map,
     need_vector,
@@ -97,6 +104,16 @@ def _linear_lowering(a: LinearArgs, shapes: list[Shape]) -> Lowering:
     return Lowering(linear, act_call(a.act, call), inplace_call=act_call_inplace(a.act, call))
 
 
+def _linear_costs(a: LinearArgs, shapes: list[Shape], out: Shape, runs: Any) -> Costs:
+    n = math.prod(out)
+    macs = math.prod(shapes[0]) * a.out
+    bias = n if a.bias else 0
+    act, act_ptflops = act_costs(a.act, n, as_module=False)
+    # torchinfo: a non-"Conv" module's parameters once per sample, at however many positions it runs (`axis`)
+    return Costs({"bias": bias, **act}, {"torchinfo": _linear_in(a, shapes) * a.out + (a.out if a.bias else 0),
+                                        "ptflops": macs + bias + act_ptflops})
+
+
 def _linear_in(a: LinearArgs, shapes: list[Shape]) -> int:
     return shapes[0][_linear_axis(a, shapes)]
 
@@ -105,11 +122,52 @@ def _linear_channels(a: LinearArgs, ins: list[str], shapes: list[Shape], src: An
     return out_channels(a, ins, shapes, src) if _linear_axis(a, shapes) == 0 else ins[0]
 
 
+def _linear_taking_norm(a: LinearArgs) -> Optional[LinearArgs]:
+    # a BatchNorm right after it normalises its output features only when they are the channels (axis 0)
+    return a.model_copy(update={"bias": True}) if a.act is None and a.axis in (None, 0) else None
+
+
+def _linear_saves(a: LinearArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # the matrix product keeps its input (for the weight's gradient): along the last axis a view of the
+    # input; along another the permuted input, which the product's reshape copies
+    last = _linear_axis(a, shapes) == len(shapes[0]) - 1
+    kept = (Saved(0, what="input"),) if last else (Saved(None, shapes[0], what="permuted input copy"),)
+    return Saves(kept + act_saves(a.act, runs.inplace, Saved(None, out, what="linear output"), out))
+
+
+def _keeps_nothing(a: Any, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    return Saves()
+
+
+def _is_a_view(a: Any, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # the output is a view of the input (or the input itself): nothing kept, no memory of its own
+    return Saves(view=0)
+
+
+def _dropout_saves(a: DropoutArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # training mode: input * mask, the scaled mask (at the input's dtype) kept; p = 0 returns the input
+    # itself, p = 1 multiplies by a zero scalar
+    if a.p == 0:
+        return Saves(view=0)
+    if a.p == 1:
+        return Saves((Saved(None, (), per_sample=False, what="zero"),))
+    return Saves((Saved(None, out, what="dropout mask"),))
+
+
+def _stochastic_depth_saves(a: Any, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # training mode: input * noise, the noise (one value per sample, or one in all) kept
+    if a.p == 0:
+        return Saves(view=0)
+    ones = (1,) * len(out)
+    return Saves((Saved(None, ones, per_sample=a.mode == "row", what="drop noise"),))
+
+
 register(OpDef(
     "linear", LinearArgs, "dense", _linear_infer, lambda a: f"linear {a.out}" + (f" +{a.act}" if a.act else ""),
-    _linear_lowering,
+    _linear_lowering, fold=Fold(absorb=_linear_taking_norm), saves=_linear_saves,
     params=lambda a, s: (_linear_in(a, s) * a.out + (a.out if a.bias else 0), 0),
-    macs=lambda a, s, o: math.prod(s[0]) * a.out, channels=_linear_channels, autograd=READS_INPUTS,
+    macs=lambda a, s, o: math.prod(s[0]) * a.out, costs=_linear_costs, channels=_linear_channels,
+    autograd=READS_INPUTS,
     paper=PaperRole("linear", weighted=True, family="linear"),
     doc="Fully connected layer on a flat (features,) input, or with `axis` along that axis of any input "
         "(`axis: -1`: the last, as nn.Linear), optionally followed by an activation (`act`).",
@@ -154,16 +212,18 @@ def _flatten_window(a: FlattenArgs, shapes: list[Shape]) -> Window:
 register(OpDef("flatten", FlattenArgs, "shape", _flatten_infer,
                lambda a: "flatten" if (a.start, a.end) == (0, -1) else f"flatten {a.start}..{a.end}",
                _flatten_lowering, window=_flatten_window, channels=_flatten_channels, paper=PaperRole(skipped=True),
+               saves=_is_a_view,  # of a contiguous input; one after a permute would copy, keeping nothing
                doc="Flatten everything but the batch dimension; or the sample's axes `start` to `end` only."))
 
 register(OpDef("dropout", DropoutArgs, "regularize", lambda a, s: s[0], lambda a: f"dropout {a.p:g}",
                lambda a, s: Lowering(Construct("nn.Dropout", (Arg(a.p, ("p",)),))),
                paper=PaperRole(lambda a: f"dropout ({a.p:.0%})"),
                autograd=Autograd(reads_inputs=False, reads_output=lambda a: False, fresh=False),  # eval: its input
+               saves=_dropout_saves,
                doc="Dropout with probability `p` (training mode only)."))
 
 register(OpDef("identity", NoArgs, "shape", lambda a, s: s[0], lowering=lambda a, s: Lowering(None, "{0}"),
-               paper=PaperRole(skipped=True),
+               paper=PaperRole(skipped=True), saves=_is_a_view,
                doc="Passes its input on unchanged (a shortcut, or a named tap for `from:`)."))
 
 
@@ -175,12 +235,16 @@ def _softmax_infer(a: SoftmaxArgs, shapes: list[Shape]) -> Shape:
 
 register(OpDef("softmax", SoftmaxArgs, "act", _softmax_infer,
                lowering=lambda a, s: Lowering(None, "torch.softmax({0}, %d)" % a.dim),
+               # ptflops patches F.softmax, not the torch.softmax this runs as
+               costs=lambda a, s, o, r: Costs({"act": math.prod(o)}, {"ptflops": 0}),
                autograd=Autograd(reads_inputs=False, reads_output=lambda a: True, fresh=True),
+               saves=lambda a, s, o, r: Saves((Saved("output"),)),
                doc="Softmax along `dim` (1, the channels or classes, by default)."))
 
 register(OpDef("scale", ScaleArgs, "shape", lambda a, s: s[0], lambda a: f"x {a.factor:g}",
                lambda a, s: Lowering(None, "{0} * {factor}", {"factor": Const(a.factor, "factor")}),
                autograd=Autograd(reads_inputs=False, reads_output=lambda a: False, fresh=True),
+               saves=_keeps_nothing,  # a product with a number keeps nothing
                doc="Multiplies its input by a constant `factor`."))
 
 
@@ -231,7 +295,7 @@ def _permute_channels(a: PermuteArgs, ins: list[str], shapes: list[Shape], src: 
 register(OpDef(
     "permute", PermuteArgs, "shape", _permute_infer, lambda a: "permute " + ",".join(map(str, a.dims)),
     lambda a, s: Lowering(Construct("Permute", ([0, *(d + 1 for d in a.dims)],))),
-    channels=_permute_channels, paper=PaperRole(skipped=True),
+    channels=_permute_channels, paper=PaperRole(skipped=True), saves=_is_a_view,
     doc="Reorders the sample's axes: `dims: [1, 2, 0]` turns (C, H, W) into (H, W, C); the batch stays first.",
 ))
 
@@ -253,7 +317,7 @@ def _reshape_channels(a: ReshapeArgs, ins: list[str], shapes: list[Shape], src: 
 register(OpDef(
     "reshape", ReshapeArgs, "shape", _reshape_infer, lambda a: "reshape " + fmt_shape(a.shape),
     lambda a, s: Lowering(Construct("Reshape", (Arg(a.shape, ("shape",)),))),
-    channels=_reshape_channels, paper=PaperRole(skipped=True),
+    channels=_reshape_channels, paper=PaperRole(skipped=True), saves=_is_a_view,  # of a contiguous input
     doc="Reshapes each sample to `shape` (one size may be -1, inferred); the batch stays first.",
 ))
 
@@ -284,7 +348,7 @@ register(OpDef(
     lambda a: f"chunk {a.index} of {a.n}" + (f" on axis {a.dim}" if a.dim else ""),
     lambda a, s: Lowering(None, "{0}.chunk({n}, %d)[{index}]" % torch_dim(a.dim),
                           {"n": Const(a.n, "n"), "index": Const(a.index, "index")}),
-    channels=_chunk_channels, paper=PaperRole(skipped=True),
+    channels=_chunk_channels, paper=PaperRole(skipped=True), saves=_is_a_view,
     doc="Part `index` of `n` equal parts along axis `dim` (the channels by default), as `x.chunk(n, 1)[index]`; "
         "one node per part.",
 ))
@@ -300,7 +364,7 @@ def _shuffle_infer(a: ChannelShuffleArgs, shapes: list[Shape]) -> Shape:
 register(OpDef(
     "channel_shuffle", ChannelShuffleArgs, "shape", _shuffle_infer, lambda a: f"channel shuffle {a.groups}",
     lambda a, s: Lowering(Construct("ChannelShuffle", (Arg(a.groups, ("groups",)),))),
-    paper=PaperRole(skipped=True),
+    paper=PaperRole(skipped=True), saves=_keeps_nothing,  # views and a contiguous copy
     doc="ShuffleNet's channel shuffle: the channels seen as (groups, C / groups) and transposed.",
 ))
 
@@ -308,7 +372,7 @@ register(OpDef(
     "stochastic_depth", StochasticDepthArgs, "regularize", lambda a, s: s[0],
     lambda a: f"stochastic depth {a.p:g}" + (" (batch)" if a.mode == "batch" else ""),
     lambda a, s: Lowering(Construct("StochasticDepth", (Arg(a.p, ("p",)), Arg(a.mode, ("mode",))))),
-    paper=PaperRole(lambda a: f"stochastic depth ({a.p:.0%})"),
+    paper=PaperRole(lambda a: f"stochastic depth ({a.p:.0%})"), saves=_stochastic_depth_saves,
     doc="torchvision's stochastic depth: in training mode each sample (`mode: row`) or the whole batch "
         "(`batch`) is zeroed with probability `p` and the rest scaled by 1 / (1 - p); the identity in eval mode.",
 ))
@@ -322,6 +386,7 @@ def _layer_scale_lowering(a: LayerScaleArgs, shapes: list[Shape]) -> Lowering:
 register(OpDef(
     "layer_scale", LayerScaleArgs, "shape", lambda a, s: s[0], lambda a: f"layer scale {a.init:g}",
     _layer_scale_lowering, params=lambda a, s: (s[0][0], 0), paper=PaperRole("layer scale"),
+    saves=lambda a, s, o, r: Saves((Saved(0, what="input"),)),  # scale * x keeps x for the scale's gradient
     doc="A learnable scale per channel, from `init`: a parameter of shape (C, 1, 1) named by the layer itself "
         "(ConvNeXt's `layer_scale`), not a module.",
 ))

@@ -3,6 +3,7 @@ containers make."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from .registry import (
@@ -11,13 +12,19 @@ from .registry import (
     ActName,
     Args,
     Const,
+    Costs,
     Lowering,
     OpDef,
     PaperRole,
+    RunsAs,
+    Saved,
+    Saves,
     Shape,
     ShapeError,
     act_call,
     act_call_inplace,
+    act_costs,
+    act_saves,
     fmt_shape,
     register,
 )
@@ -91,6 +98,35 @@ def _residual_lowering(a: JoinArgs, shapes: list[Shape]) -> Lowering:
                     overwrite={1: act_call_inplace(a.act, into) or act_call(a.act, into)})
 
 
+def _join_costs(per_element: Callable[[JoinArgs, int], int]) -> Callable[[JoinArgs, list[Shape], Shape, object], Costs]:
+    """`per_element(args, inputs)` operations per output element, then the activation.  The joins run as
+    Python operators (`a + b`, `a * b`, `.add_`), which none of the tools counts; ptflops counts the activation."""
+
+    def costs(a: JoinArgs, shapes: list[Shape], out: Shape, runs: object) -> Costs:
+        n = math.prod(out)
+        act, act_ptflops = act_costs(a.act, n, as_module=False)
+        return Costs({"add": per_element(a, len(shapes)) * n, **act}, {"ptflops": act_ptflops})
+
+    return costs
+
+
+def _sum_saves(a: JoinArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # a sum keeps nothing; its `act` runs on the sum, a fresh one or the input written into (runs.into)
+    if runs.into is None:
+        return Saves(act_saves(a.act, runs.inplace, Saved(None, out, what="sum"), out))
+    kept = act_saves(a.act, True, Saved(runs.into, what="sum, in an input"), out)
+    return Saves(kept, view=runs.into if a.act is None or kept == (Saved("output"),) else None)
+
+
+def _product_saves(a: JoinArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # x0 * x1 * ... left to right: each product keeps each factor for the other's gradient
+    kept = [Saved(0, needs_grad=(1,)), Saved(1, needs_grad=(0,))]
+    for i in range(2, len(shapes)):
+        partial = tuple(max(sizes) for sizes in zip(*shapes[:i]))
+        kept += [Saved(None, partial, needs_grad=(i,), what="partial product"), Saved(i, needs_grad=tuple(range(i)))]
+    return Saves(tuple(kept) + act_saves(a.act, False, Saved(None, out, what="product"), out))
+
+
 def _join_label(kind: str) -> Callable[[JoinArgs], str]:
     def label(a: JoinArgs) -> str:
         text = kind + (f" x{a.scale:g}" if a.scale != 1.0 else "")
@@ -103,13 +139,16 @@ register(OpDef("concat", JoinArgs, "join", _concat_infer, _join_label("concat"),
                lambda a, s: Lowering(None, "torch.cat([{args}], 1)"), arity=None,
                doc="its inputs joined along the channels, in order (`from: [a, b]`; also the `concat` container's join)",
                channels=lambda a, ins, s, src: " + ".join(ins), paper=PaperRole(branches=True), channel_ranges=True,
-               container="concat", join_name="concat", autograd=READS_NOTHING))
+               container="concat", join_name="concat", autograd=READS_NOTHING, saves=lambda a, s, o, r: Saves()))
 register(OpDef("add", JoinArgs, "join", _add_infer, _join_label("add"), _add_lowering, arity=None,
                doc="the sum of its inputs, of one shape, then `act` (`from: [a, b]`; also the `add` container's join)",
-               container="add", join_name="add", autograd=READS_NOTHING))
+               container="add", join_name="add", autograd=READS_NOTHING, saves=_sum_saves,
+               costs=_join_costs(lambda a, k: k - 1)))
 register(OpDef("mul", JoinArgs, "join", _mul_infer, _join_label("mul"), _mul_lowering, arity=None,
                doc="the elementwise product of its inputs, broadcast per axis (C x H x W times C x 1 x 1: "
                    "squeeze-and-excitation gating), then `act` (`from: [a, b]`; also the `mul` container's join)",
-               channels=_mul_channels, container="mul", join_name="mul", autograd=READS_INPUTS))
+               channels=_mul_channels, container="mul", join_name="mul", autograd=READS_INPUTS, saves=_product_saves,
+               costs=_join_costs(lambda a, k: k - 1)))
 register(OpDef("residual_add", JoinArgs, "join", _add_infer, _join_label("residual add"), _residual_lowering,
-               arity=2, internal=True, container="residual", join_name="add", autograd=READS_NOTHING))
+               arity=2, internal=True, container="residual", join_name="add", autograd=READS_NOTHING, saves=_sum_saves,
+               costs=_join_costs(lambda a, k: 1 if a.scale == 1.0 else 2)))

@@ -12,6 +12,7 @@ from .registry import (
     Arg,
     Args,
     Construct,
+    Costs,
     InChannels,
     Kw,
     Lowering,
@@ -19,9 +20,14 @@ from .registry import (
     Pair,
     PaperRole,
     Ref,
+    RunsAs,
+    Saved,
+    Saves,
     Shape,
     ShapeError,
     act_call,
+    act_costs,
+    act_saves,
     need_map,
     need_vector,
     out_channels,
@@ -67,12 +73,34 @@ def _subsample_lowering(a: SubsampleArgs, shapes: list[Shape]) -> Lowering:
     return Lowering(module, act_call(a.act, "{m}({0})"))
 
 
+def _subsample_costs(a: SubsampleArgs, shapes: list[Shape], out: Shape, runs: object) -> Costs:
+    n = math.prod(out)
+    act, act_ptflops = act_costs(a.act, n, as_module=False)
+    # torchinfo: its coefficients and biases once per sample (2 x C); fvcore counts none of avg_pool2d, mul
+    # and add; ptflops, the F.avg_pool2d Subsample2d calls (one per input element), not the module.
+    return Costs({"pool": math.prod(shapes[0]), "bias": n, **act},
+                 {"torchinfo": 2 * out[0], "fvcore": 0, "ptflops": math.prod(shapes[0]) + act_ptflops})
+
+
+def _subsample_saves(a: SubsampleArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # avg_pool2d keeps its input; (window sums) * coefficient keeps the sums for the coefficient's gradient;
+    # the activation runs out of place on (...) + bias
+    kept = (Saved(0, what="input"), Saved(None, out, what="window sums"))
+    return Saves(kept + act_saves(a.act, False, Saved(None, out, what="pre-activation"), out))
+
+
+def _rbf_saves(a: RBFArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # (x - prototypes) ** 2 keeps the differences, one per unit and input feature
+    return Saves((Saved(None, (a.out, shapes[0][0]), what="differences"),))
+
+
 register(OpDef(
     "subsample", SubsampleArgs, "pool", _subsample_infer,
     lambda a: "subsample %s" % "x".join(map(str, pair(a.k))) + (f" +{a.act}" if a.act else ""),
     _subsample_lowering,
-    params=lambda a, s: (2 * s[0][0], 0),
+    params=lambda a, s: (2 * s[0][0], 0), costs=_subsample_costs,
     window=lambda a, s: (*_subsample_geometry(a), (1, 1)), paper=PaperRole("subsampling", patch=window_patch),
+    saves=_subsample_saves,
     doc="Trainable subsampling (LeNet-5's S layers): each window's sum times a per-map coefficient, "
         "plus a per-map bias, then `act`.",
 ))
@@ -122,7 +150,9 @@ register(OpDef(
     "rbf", RBFArgs, "dense", _rbf_infer, lambda a: f"RBF {a.out}", _rbf_lowering,
     params=lambda a, s: (0, a.out * s[0][0]),
     macs=lambda a, s, o: a.out * s[0][0], channels=out_channels,
-    paper=PaperRole("RBF", weighted=True, family="linear"),
+    # its subtractions, squares and sums are elementwise tensor ops none of the three tools counts
+    costs=lambda a, s, o, r: Costs(tools={"fvcore": 0, "torchinfo": 0, "ptflops": 0}),
+    paper=PaperRole("RBF", weighted=True, family="linear"), saves=_rbf_saves,
     doc="Euclidean radial basis units (LeNet-5's output): unit j gives the squared distance between "
         "the input and its fixed +-1 prototype (a buffer, not trained); `code` chooses the prototypes.",
 ))

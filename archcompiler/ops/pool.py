@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, ClassVar, Optional
 
 from pydantic import StrictBool
@@ -11,12 +12,16 @@ from .registry import (
     Arg,
     Args,
     Construct,
+    Costs,
     Kw,
     Lowering,
     NoArgs,
     OpDef,
     Pair,
     PaperRole,
+    RunsAs,
+    Saved,
+    Saves,
     Shape,
     ShapeError,
     Window,
@@ -81,6 +86,17 @@ def _pool_lowering(cls: str) -> Callable[[Any, list[Shape]], Lowering]:
     return lowering
 
 
+def _pool_costs(fvcore_counts: bool) -> Callable[[Any, list[Shape], Shape, RunsAs], Costs]:
+    """One per input element.  fvcore counts only aten::adaptive_avg_pool2d (so); ptflops counts twice: its
+    hook on the pool module, and its patch of the torch.nn.functional pool that module's forward calls."""
+
+    def costs(a: Any, shapes: list[Shape], out: Shape, runs: RunsAs) -> Costs:
+        n = math.prod(shapes[0])
+        return Costs({"pool": n}, {"ptflops": 2 * n} if fvcore_counts else {"ptflops": 2 * n, "fvcore": 0})
+
+    return costs
+
+
 def _pool_label(kind: str) -> Callable[[PoolArgs], str]:
     def label(a: PoolArgs) -> str:
         (kh, kw), (sh, sw), _ = _pool_geometry(a)
@@ -110,13 +126,29 @@ def _whole_map_patch(a: Any, shapes: list[Shape]) -> str:
     return f"{h}x{w}/1"
 
 
+def _keeps_input(a: Any, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    return Saves((Saved(0, what="input"),))
+
+
+def _keeps_input_and_indices(a: Any, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # max pooling's backward routes each gradient to the input element it took, by int64 index
+    return Saves((Saved(0, what="input"), Saved(None, out, itemsize=8, what="max indices")))
+
+
+def _adaptive_avg_saves(a: AdaptivePoolArgs, shapes: list[Shape], out: Shape, runs: RunsAs) -> Saves:
+    # to 1x1, torch takes a mean over the map, whose backward keeps nothing
+    return Saves() if pair(a.size) == (1, 1) else _keeps_input(a, shapes, out, runs)
+
+
 register(OpDef("maxpool", PoolArgs, "pool", _pool_infer("maxpool"), _pool_label("max pool"),
-               _pool_lowering("nn.MaxPool2d"), window=_pool_window, autograd=READS_INPUTS,
+               _pool_lowering("nn.MaxPool2d"), window=_pool_window, autograd=READS_INPUTS, saves=_keeps_input_and_indices,
                paper=PaperRole("max pool", patch=window_patch, pool="max"),
+               costs=_pool_costs(fvcore_counts=False),
                doc="Max pooling; `s` defaults to `k`; `ceil` rounds the output size up."))
 register(OpDef("avgpool", AvgPoolArgs, "pool", _pool_infer("avgpool"), _pool_label("avg pool"),
-               _pool_lowering("nn.AvgPool2d"), window=_pool_window, autograd=READS_INPUTS,
+               _pool_lowering("nn.AvgPool2d"), window=_pool_window, autograd=READS_INPUTS, saves=_keeps_input,
                paper=PaperRole("avg pool", patch=window_patch, pool="avg"),
+               costs=_pool_costs(fvcore_counts=False),
                doc="Average pooling; `count_include_pad` says whether padding counts in the mean."))
 
 
@@ -137,17 +169,23 @@ def _global_infer(a: NoArgs, shapes: list[Shape]) -> Shape:
 
 register(OpDef("adaptive_avgpool", AdaptivePoolArgs, "pool", _adaptive_infer,
                lambda a: f"adaptive avg pool {fmt_shape(pair(a.size))}", _adaptive_lowering("nn.AdaptiveAvgPool2d"),
-               window=_adaptive_window, autograd=READS_INPUTS,
+               window=_adaptive_window, autograd=READS_INPUTS, saves=_adaptive_avg_saves,
+               costs=_pool_costs(fvcore_counts=True),
                paper=PaperRole("avg pool"), doc="Average pooling to a fixed output size."))
 register(OpDef("adaptive_maxpool", AdaptivePoolArgs, "pool", _adaptive_infer,
                lambda a: f"adaptive max pool {fmt_shape(pair(a.size))}", _adaptive_lowering("nn.AdaptiveMaxPool2d"),
-               window=_adaptive_window, autograd=READS_INPUTS,
+               window=_adaptive_window, autograd=READS_INPUTS, saves=_keeps_input_and_indices,
+               costs=_pool_costs(fvcore_counts=False),
                paper=PaperRole("max pool"), doc="Max pooling to a fixed output size."))
 register(OpDef("global_avgpool", NoArgs, "pool", _global_infer, lambda a: "global avg pool",
                simple(Construct("nn.AdaptiveAvgPool2d", (1,))), window=whole_map_window, autograd=READS_INPUTS,
+               saves=lambda a, s, o, r: Saves(),  # a mean over the map: its backward keeps nothing
                paper=PaperRole("avg pool", patch=_whole_map_patch),
+               costs=_pool_costs(fvcore_counts=True),
                doc="Average over the whole map: (C, H, W) -> (C, 1, 1)."))
 register(OpDef("global_maxpool", NoArgs, "pool", _global_infer, lambda a: "global max pool",
                simple(Construct("nn.AdaptiveMaxPool2d", (1,))), window=whole_map_window, autograd=READS_INPUTS,
+               saves=_keeps_input_and_indices,
                paper=PaperRole("max pool", patch=_whole_map_patch),
+               costs=_pool_costs(fvcore_counts=False),
                doc="Maximum over the whole map: (C, H, W) -> (C, 1, 1)."))

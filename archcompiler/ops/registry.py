@@ -1,7 +1,8 @@
 """The registry itself: `OpDef`, what it is made of, `OPS` and `register`.
 
 An `OpDef` is everything every stage needs to know about one op: the model of
-its arguments, its shape rule, its parameter and multiply-add counts, a label,
+its arguments, its shape rule, its parameter and multiply-add counts (and what
+it costs beyond them, as other tools count it: `costs`), a label,
 its drawing category, its channel rule for emitted source, its role in the
 papers' table form, and one description of the module it lowers to
 (`lowering`), which both the compiled model (`lower`) and the standalone
@@ -32,7 +33,9 @@ class Args(BaseModel):
     bare `nan`; no layer means it, so validation refuses it with a location.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # defer_build: a model's validator is built when it first validates, so that importing
+    # archc does not build one for each of the registry's ops, of which a spec uses a few.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
     # torch's names for this op's arguments, for the hint on an unknown key: {"kernel_size": "k"}.
     torch_names: ClassVar[dict[str, str]] = {}
 
@@ -256,6 +259,95 @@ READS_INPUTS = Autograd(reads_inputs=True, reads_output=lambda a: getattr(a, "ac
 READS_NOTHING = Autograd(reads_inputs=False, reads_output=lambda a: getattr(a, "act", None) is not None, fresh=True)
 
 
+def _cannot(a: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Fold:
+    """How the inference build (`optimize.inference_model`) folds an eval-mode BatchNorm, which is an affine
+    map per channel, into the weights before it.  The default: the op neither holds nor takes one.
+
+    - `own`: (args) -> this op's args without its own BatchNorm and with a bias (the lowering the folded
+      weights go into), or None when it has none; the eager module holds the weighted module and the
+      BatchNorm at the paths `parts` (a conv with `norm`: `ConvNormAct.conv`, `.bn`);
+    - `absorb`: (args) -> the args, with a bias, of this op taking in a standalone BatchNorm applied to its
+      output (output channels on axis 0 of its weight), or None where one cannot be (an `act` in between);
+    - `norm`: the op is such a BatchNorm; folded, it runs as its input.
+    """
+
+    own: Callable[[Any], Optional[Any]] = _cannot
+    absorb: Callable[[Any], Optional[Any]] = _cannot
+    parts: tuple[str, str] = ("conv", "bn")
+    norm: bool = False
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One tensor an op's autograd keeps for backward in training mode (what `memory` counts).
+
+    `source`: input k (an int), "output" (the op's own result), or None: a tensor of the op's own making
+    (a pre-activation, max-pool indices, BatchNorm's batch mean), `shape` elements per sample (or in
+    all, when not `per_sample`).  `itemsize`: bytes per element, None for the dtype the network runs
+    at (int64 indices are 8 whatever it is).  `needs_grad`: kept only when one of those inputs requires
+    grad (a product keeps each factor for the other's gradient).  Parameters an op keeps (a conv's
+    weight) are not listed: they are counted as parameters.
+    """
+
+    source: Union[int, Literal["output"], None]
+    shape: Shape = ()
+    per_sample: bool = True
+    itemsize: Optional[int] = None
+    needs_grad: Optional[tuple[int, ...]] = None
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Saves:
+    """What one node keeps for backward (`tensors`), and `view`: the input whose storage its output
+    shares (a view, the input itself, or a result written into it in place), or None: fresh memory."""
+
+    tensors: tuple[Saved, ...] = ()
+    view: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class RunsAs:
+    """How a node runs in the compiled forward, for its `saves` rule: `inplace`, its own trailing
+    activation in place (`lower(inplace=True)`, the default); `into`, the input it writes its result
+    into (`codegen.inplace_plan`), or None."""
+
+    inplace: bool = True
+    into: Optional[int] = None
+
+
+# What each activation's backward keeps, out of place and in place: its input, its "output", or None, a
+# tensor of its own (relu6_ keeps a copy; LeCun's scaled tanh keeps its inner tanh's result).  Read off
+# torch's autograd formulas (tools/autograd/derivatives.yaml) and checked against saved_tensors_hooks.
+ACTIVATION_SAVES: dict[str, tuple[Optional[str], Optional[str]]] = {
+    "relu": ("output", "output"), "relu6": ("input", None), "leaky_relu": ("input", "output"),
+    "elu": ("input", "output"), "gelu": ("input", "input"), "silu": ("input", "input"),
+    "sigmoid": ("output", "output"), "tanh": ("output", "output"), "hardswish": ("input", "input"),
+    "hardsigmoid": ("input", "input"), "scaled_tanh": (None, None),
+}
+
+
+def act_saves(act: Optional[str], inplace: bool, pre: Saved, out: Shape) -> tuple[Saved, ...]:
+    """What a trailing activation `act` keeps, after an op whose in-place form ran (`inplace`) or not:
+    `pre` is the tensor it runs on when that is not the op's output (out of place: a pre-activation of
+    the op's own, or an input written into); run in place, that tensor is the output.  `out`: its shape."""
+    if act is None:
+        return ()
+    in_place = inplace and act in INPLACE_ACTIVATIONS
+    pre = Saved("output") if in_place else pre
+    kept = ACTIVATION_SAVES[act][in_place]
+    if kept == "input":
+        return (pre,)
+    if kept == "output":
+        return (Saved("output"),)
+    return (Saved(None, out, what=f"{act}'s own result"),)
+
+
 @dataclass(frozen=True)
 class PaperRole:
     """How an op appears in the papers' table form (`paper`).
@@ -279,6 +371,76 @@ class PaperRole:
     filters: Optional[Callable[[Any], tuple[int, int, int]]] = None
     pool: Optional[str] = None
     branches: bool = False
+
+
+# ---------------------------------------------------------------------------
+# what an op costs beyond its MACs: `summary --include` and `--like` (analysis.Counting)
+
+# The kinds of work other tools add to the MACs, each counted per sample by the ops' `costs` rules.
+COST_KINDS: dict[str, str] = {
+    "bias": "bias additions: one per output element of a conv, linear or subsample with a bias",
+    "norm": "normalisation per element: BatchNorm (eval) 2 with an affine weight and bias, 1 without; "
+            "layernorm and layernorm2d 5, 4 without (fvcore's rules); LRN size + 5",
+    "act": "activation functions (an op of its own or an `act`), and softmax: one per output element",
+    "pool": "pooling, the window sums of subsample included: one per input element",
+    "add": "elementwise joins: add and mul, (inputs - 1) per output element; a residual add 1, 2 with a scale",
+}
+
+
+@dataclass(frozen=True)
+class Counter:
+    """Another tool's count of multiply-adds, reproduced by `summary --like NAME`: the MACs plus `kinds`,
+    except for the ops whose `costs` give this tool's count of them (where its rule is its own)."""
+
+    name: str
+    kinds: tuple[str, ...]
+    doc: str  # the tool, its version and the call whose total is reproduced
+
+
+COUNTERS: dict[str, Counter] = {c.name: c for c in (
+    Counter("fvcore", ("norm", "pool"),
+            "fvcore 0.1.5: FlopCountAnalysis(model, x).total() in eval mode (its 'flops', one per multiply-add)"),
+    Counter("torchinfo", ("bias",), "torchinfo 1.8.0: summary(model, input_size, mode='eval').total_mult_adds"),
+    Counter("ptflops", ("bias", "norm", "act", "pool"),
+            "ptflops 0.7.5: get_model_complexity_info(model, input, backend='pytorch'), its default backend"),
+)}
+
+# How many times ptflops' pytorch backend counts an activation's output elements: (as the op's torch.nn module,
+# as the functional call of a fused `act`).  A module of a class in its MODULES_MAPPING counts once by its hook,
+# and once more where that module's forward calls a torch.nn.functional function ptflops patches (F.relu, F.elu,
+# F.gelu, F.silu); the functional forms count once if patched (F.relu6, F.elu, F.gelu, F.silu) and never
+# otherwise (torch.relu, torch.sigmoid, torch.tanh, F.leaky_relu, F.hardswish, F.hardsigmoid).
+PTFLOPS_ACTIVATION_COUNTS: dict[str, tuple[int, int]] = {
+    "relu": (2, 0), "relu6": (1, 1), "leaky_relu": (1, 0), "elu": (2, 1), "gelu": (2, 1), "silu": (1, 1),
+    "sigmoid": (0, 0), "tanh": (0, 0), "hardswish": (0, 0), "hardsigmoid": (0, 0), "scaled_tanh": (0, 0),
+}
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one node costs beyond its MACs, per sample.
+
+    - `kinds`: a COST_KINDS name -> its count (a kind not given counts 0);
+    - `tools`: a COUNTERS name -> that tool's count of the whole node, MACs included, where its rule for
+      this op is not "the MACs plus its kinds" (torchinfo's 2 x C for a BatchNorm, ptflops' double hooks).
+    """
+
+    kinds: dict[str, int] = field(default_factory=dict)
+    tools: dict[str, int] = field(default_factory=dict)
+
+
+NO_COSTS = Costs()
+
+
+def act_costs(act: Optional[str], elements: int, as_module: bool) -> tuple[dict[str, int], int]:
+    """An activation `act` (or None) on `elements` values: its kinds, and ptflops' count of it."""
+    if act is None:
+        return {}, 0
+    return {"act": elements}, PTFLOPS_ACTIVATION_COUNTS[act][0 if as_module else 1] * elements
+
+
+def _no_costs(a: Any, s: list[Shape], o: Shape, r: Any) -> Costs:
+    return NO_COSTS
 
 
 def _no_macs(a: Any, s: list[Shape], o: Shape) -> int:
@@ -318,6 +480,13 @@ class OpDef:
     join_name: Optional[str] = None  # the join node's name inside its container
     origin: Optional[str] = None  # the importable module that registered the op; None for built-ins
     autograd: Autograd = Autograd()  # what its backward reads: when codegen may run things in place
+    # What it costs beyond its MACs, per sample (bias adds, norm, activation, pooling, joins; other tools'
+    # counts of it): (args, input shapes, output shape, RunsAs) -> Costs; see COST_KINDS and COUNTERS.
+    costs: Callable[[Any, list[Shape], Shape, "RunsAs"], Costs] = _no_costs
+    fold: Fold = Fold()  # BatchNorm folding in the inference build (optimize.py)
+    # What it keeps for backward in training mode: (args, input shapes, output shape, RunsAs) -> Saves;
+    # None (a plugin's op written without one): `memory` assumes it keeps its inputs, and says so.
+    saves: Optional[Callable[[Any, list[Shape], Shape, "RunsAs"], Saves]] = None
 
     def __post_init__(self) -> None:
         if self.lowering is None:  # a keyword with a default only so that it can follow `label`
