@@ -62,9 +62,11 @@ ACTIVATIONS: dict[str, tuple[str, str]] = {
 }
 ActName = Optional[Literal[tuple(ACTIVATIONS)]]  # type: ignore[valid-type]
 
-# The activations torch can run in place with a backward that reads only their result (so overwriting
-# their input loses nothing autograd needs): name -> in-place functional template on "{}".  Those whose
-# in-place backward would need the input (gelu, silu, hardswish ...) are not here and never run in place.
+# The activations torch can run in place with gradients equal to the out-of-place form's: name -> in-place
+# functional template on "{}".  relu, sigmoid and tanh read only their result in backward; relu6, silu and
+# hardswish read their input, and torch's autograd keeps a copy of it when they run in place (a fresh tensor:
+# ACTIVATION_SAVES), so overwriting the input still loses nothing.  gelu and hardsigmoid have no in-place
+# functional form, LeCun's scaled tanh is a formula; they never run in place.
 INPLACE_ACTIVATIONS: dict[str, str] = {
     "relu": "torch.relu_({})",
     "relu6": "F.relu6({}, inplace=True)",
@@ -72,9 +74,11 @@ INPLACE_ACTIVATIONS: dict[str, str] = {
     "elu": "F.elu({}, inplace=True)",
     "sigmoid": "torch.sigmoid_({})",
     "tanh": "torch.tanh_({})",
+    "silu": "F.silu({}, inplace=True)",
+    "hardswish": "F.hardswish({}, inplace=True)",
 }
 # Of those, the ones whose torch.nn module takes `inplace=True`.
-INPLACE_MODULES = frozenset({"relu", "relu6", "leaky_relu", "elu"})
+INPLACE_MODULES = frozenset({"relu", "relu6", "leaky_relu", "elu", "silu", "hardswish"})
 
 
 # ---------------------------------------------------------------------------
@@ -326,8 +330,8 @@ class RunsAs:
 # torch's autograd formulas (tools/autograd/derivatives.yaml) and checked against saved_tensors_hooks.
 ACTIVATION_SAVES: dict[str, tuple[Optional[str], Optional[str]]] = {
     "relu": ("output", "output"), "relu6": ("input", None), "leaky_relu": ("input", "output"),
-    "elu": ("input", "output"), "gelu": ("input", "input"), "silu": ("input", "input"),
-    "sigmoid": ("output", "output"), "tanh": ("output", "output"), "hardswish": ("input", "input"),
+    "elu": ("input", "output"), "gelu": ("input", "input"), "silu": ("input", None),
+    "sigmoid": ("output", "output"), "tanh": ("output", "output"), "hardswish": ("input", None),
     "hardsigmoid": ("input", "input"), "scaled_tanh": (None, None),
 }
 
