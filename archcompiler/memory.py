@@ -271,19 +271,10 @@ def _total_cells(mem: TrainingMemory, units: str) -> dict[str, str]:
 
 def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
     """`"saved,total"` -> ("name", "saved", "total"); None: every column."""
-    if text is None:
-        return None
-    chosen = []
-    for word in (w.strip().lower() for w in text.split(",")):
-        if not word:
-            continue
-        cid = COLUMN_ALIASES.get(word, word)
-        if cid not in COLUMNS:
-            raise UserError(f"--columns: no training-memory column '{word[:40]}'",
-                            hint="with --train, choose from " + ", ".join(COLUMNS[1:]))
-        if cid not in chosen and cid != "name":
-            chosen.append(cid)
-    return ("name", *chosen)
+    from .report import choose_columns
+
+    return choose_columns(text, COLUMNS, COLUMN_ALIASES, "training-memory column",
+                          "with --train, choose from " + ", ".join(COLUMNS[1:]))
 
 
 def _bytes(n: int) -> str:

@@ -23,7 +23,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Container, Optional, Union
 
 from .analysis import Report, Row, conventions
 from .errors import UserError
@@ -184,24 +184,29 @@ DEFAULT_COLUMNS = ("name", "op", "output", "params", "buffers", "macs", "act", "
 FIT_STEPS = (("drop", "buffers"), ("drop", "rf"), ("si", None), ("drop", "act"), ("drop", "op"))
 
 
-def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
-    """`"output_size,num_params,mult_adds"` -> ("name", "output", "params", "macs"); None: the default."""
+def choose_columns(text: Optional[str], known: Container[str], aliases: dict[str, str], unknown: str,
+                   hint: str) -> Optional[tuple[str, ...]]:
+    """A `--columns` list: its words (ids of `known`, or `aliases` of them) as ids, in the order given, each
+    once, "name" first; None for None.  A word that is neither: a `UserError` "--columns: no {unknown} 'X'"."""
     if text is None:
         return None
     chosen = []
     for word in (w.strip().lower() for w in text.split(",")):
         if not word:
             continue
-        cid = COLUMN_ALIASES.get(word, word)
-        if cid not in TABLE_COLUMNS:
-            raise UserError(f"--columns: no column '{word[:40]}'",
-                            hint="choose from " + ", ".join(TABLE_COLUMNS) + " (or torchinfo's output_size, "
-                            "num_params, mult_adds, params_percent, kernel_size)")
-        if cid not in chosen:
+        cid = aliases.get(word, word)
+        if cid not in known:
+            raise UserError(f"--columns: no {unknown} '{word[:40]}'", hint=hint)
+        if cid not in chosen and cid != "name":
             chosen.append(cid)
-    if "name" in chosen:
-        chosen.remove("name")
     return ("name", *chosen)  # the name always comes first
+
+
+def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    """`"output_size,num_params,mult_adds"` -> ("name", "output", "params", "macs"); None: the default."""
+    return choose_columns(text, TABLE_COLUMNS, COLUMN_ALIASES, "column",
+                          "choose from " + ", ".join(TABLE_COLUMNS) + " (or torchinfo's output_size, "
+                          "num_params, mult_adds, params_percent, kernel_size)")
 
 
 def to_json(report: Report, depth: Depth = None, count_as: str = "macs") -> str:
