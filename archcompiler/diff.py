@@ -349,23 +349,10 @@ def _table(d: Diff, headers: tuple[str, ...], units: str, overflow: str = "ignor
 def to_table(d: Diff, width: Optional[int] = None):  # -> rich.table.Table
     """The diff as a rich table, fitted to `width` columns by `FIT_STEPS` (None: as wide as it needs);
     what was left out to fit is said in the caption."""
-    from .report import width_of
+    from .report import fit_to_width
 
-    headers, units, left_out = HEADERS, "raw", []
-    table = _table(d, headers, units)
-    if width is not None and width_of(table) > width:
-        for action, columns in FIT_STEPS:
-            if action == "drop":
-                headers = tuple(h for h in headers if h not in columns)
-                left_out.append(f"'{columns[0]}' and '{columns[1]}' left out")
-            else:
-                units = "si"
-                left_out.append("numbers with SI prefixes")
-            table = _table(d, headers, units)
-            if width_of(table) <= width:
-                break
-        else:
-            table = _table(d, headers, units, overflow="fold")
+    table, left_out = fit_to_width(lambda cols, units, overflow="ignore": _table(d, cols, units, overflow),
+                                   list(HEADERS), "raw", FIT_STEPS, width, str)
     fitted = [f"To fit {width} columns: {', '.join(left_out)} (a wider terminal, COLUMNS=N or --format "
               "markdown shows all)."] if left_out else []
     table.caption = " ".join([*notes(d), *fitted])

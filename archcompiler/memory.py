@@ -333,27 +333,12 @@ def to_table(mem: TrainingMemory, depth: Any = "modules", units: str = "raw", *,
     from rich.console import Group
     from rich.text import Text
 
-    from .report import visible, width_of
+    from .report import fit_to_width, visible
 
     rows = visible(mem, depth)  # type: ignore[arg-type]  (it reads only .rows)
-    chosen = list(columns or COLUMNS)
-    table = _build_table(mem, rows, tuple(chosen), units)
-    notes = []
-    if width is not None and width_of(table) > width:
-        for action, what in FIT_STEPS:
-            if action == "si" and units == "raw":
-                units = "si"
-                notes.append("numbers with SI prefixes")
-            elif action == "drop" and columns is None and what in chosen:
-                chosen.remove(what)
-                notes.append(f"'{HEADERS[what]}' left out")
-            else:
-                continue
-            table = _build_table(mem, rows, tuple(chosen), units)
-            if width_of(table) <= width:
-                break
-        else:  # wrap, never cut
-            table = _build_table(mem, rows, tuple(chosen), units, overflow="fold")
+    table, notes = fit_to_width(
+        lambda cols, u, overflow="ellipsis": _build_table(mem, rows, cols, u, overflow=overflow),
+        list(columns or COLUMNS), units, FIT_STEPS, width, HEADERS.__getitem__, keep_columns=columns is not None)
     foot = ["* runs in training mode only"] if any(r.train_only for r in rows) else []
     if notes:
         foot.append(f"to fit {width} columns: {', '.join(notes)} (--columns chooses; a wider terminal or "

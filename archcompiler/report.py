@@ -23,7 +23,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Callable, Container, Optional, Union
+from typing import Any, Callable, Container, Optional, Union
 
 from .analysis import Report, Row, conventions
 from .errors import UserError
@@ -367,6 +367,36 @@ def width_of(table) -> int:
     return Measurement.get(wide, wide.options, table).maximum
 
 
+def fit_to_width(build: Callable[..., Any], columns: list[str], units: str, steps: tuple, width: Optional[int],
+                 header: Callable[[str], str], keep_columns: bool = False) -> tuple[Any, list[str]]:
+    """A rich table no wider than `width` (None: as built), and what was done to fit it, in words.
+
+    `build(columns, units[, overflow])` makes the table.  While it is too wide, `steps` are taken in order:
+    ("drop", id or tuple of ids) leaves those columns out (not when `keep_columns`: columns a user chose
+    stay), ("si", None) writes numbers with SI prefixes; past the last step it wraps ("fold"), never cuts.
+    One loop for every table archc fits: the summary's, `--train`'s and the diff's."""
+    table = build(tuple(columns), units)
+    notes: list[str] = []
+    if width is None or width_of(table) <= width:
+        return table, notes
+    for action, what in steps:
+        if action == "si" and units == "raw":
+            units = "si"
+            notes.append("numbers with SI prefixes")
+        elif action == "drop" and not keep_columns:
+            gone = [c for c in (what if isinstance(what, tuple) else (what,)) if c in columns]
+            if not gone:
+                continue
+            columns = [c for c in columns if c not in gone]
+            notes.append(" and ".join(f"'{header(c)}'" for c in gone) + " left out")
+        else:
+            continue
+        table = build(tuple(columns), units)
+        if width_of(table) <= width:
+            return table, notes
+    return build(tuple(columns), units, "fold"), notes
+
+
 def to_table(report: Report, depth: Depth = MODULES, units: str = "raw", *, width: Optional[int] = None,
              columns: Optional[tuple[str, ...]] = None, count_as: str = "macs"):  # -> rich.console.Group
     """The tree table, fitted to `width` columns by `FIT_STEPS` (the default columns) or as chosen,
@@ -374,25 +404,10 @@ def to_table(report: Report, depth: Depth = MODULES, units: str = "raw", *, widt
     m = measure(count_as)
     asked = units  # the totals stay as asked: they wrap, and are never abbreviated
     rows = visible(report, depth)
-    chosen = list(columns or DEFAULT_COLUMNS)
-    table = _build_table(report, rows, tuple(chosen), units, m)
-    notes = []
-    if width is not None and width_of(table) > width:
-        steps = FIT_STEPS if columns is None else (("si", None),)  # chosen columns stay; numbers may shorten
-        for action, what in steps:
-            if action == "drop" and what in chosen:
-                chosen.remove(what)
-                notes.append(f"'{TABLE_COLUMNS[what].header}' left out")
-            elif action == "si" and units == "raw":
-                units = "si"
-                notes.append("numbers with SI prefixes")
-            else:
-                continue
-            table = _build_table(report, rows, tuple(chosen), units, m)
-            if width_of(table) <= width:
-                break
-        else:  # wrap, never cut
-            table = _build_table(report, rows, tuple(chosen), units, m, overflow="fold")
+    table, notes = fit_to_width(
+        lambda cols, u, overflow="ellipsis": _build_table(report, rows, cols, u, m, overflow=overflow),
+        list(columns or DEFAULT_COLUMNS), units, FIT_STEPS, width, lambda c: TABLE_COLUMNS[c].header,
+        keep_columns=columns is not None)
     foot = ["* runs in training mode only"] if any(r.train_only for r in rows) else []
     if notes:
         foot.append(f"to fit {width} columns: {', '.join(notes)} (--columns chooses; a wider terminal or "
