@@ -32,7 +32,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from .codegen import execution_order, inplace_plan
+from .analysis import runs_as
+from .codegen import execution_order
 from .errors import UserError
 from .graph import INPUT, Graph
 from .ops import OPS
@@ -141,13 +142,7 @@ def _saved_per_layer(graph: Graph, itemsize: int, batch: int,
                      inplace: bool) -> tuple[dict[str, int], dict[str, list[str]], set[str]]:
     """Node id -> bytes it keeps first, what those tensors are, and the nodes whose rule was assumed."""
     order = execution_order(graph)
-    overwrite = {}
-    if inplace:
-        for n, node in graph.nodes.items():
-            low = OPS[node.op].lowering(node.args, graph.input_shapes(n))
-            if low.overwrite:
-                overwrite[n] = low.overwrite
-    plan = inplace_plan(graph, order, overwrite, {o.node for o in graph.outputs.values()})
+    runs = runs_as(graph) if inplace else {n: RunsAs(inplace=False) for n in graph.nodes}  # as lower() runs them
     storage: dict[str, str] = {INPUT: INPUT}  # value -> the storage it lives in (a view's: its base's)
     nbytes: dict[str, int] = {INPUT: math.prod(graph.input_shape) * batch * itemsize}
     needs_grad: dict[str, bool] = {INPUT: False}
@@ -162,7 +157,7 @@ def _saved_per_layer(graph: Graph, itemsize: int, batch: int,
             rule = _assumed_rule(len(node.inputs))
             assumed.add(n)
         else:
-            rule = op.saves(node.args, shapes, node.shape, RunsAs(inplace, plan.get(n)))
+            rule = op.saves(node.args, shapes, node.shape, runs[n])
         needs_grad[n] = any(needs_grad[i] for i in node.inputs) or op.params(node.args, shapes)[0] > 0
         if rule.view is not None:
             storage[n] = storage[node.inputs[rule.view]]
