@@ -40,13 +40,24 @@ class Container(nn.Module):
 
 
 class CompiledModel(nn.Module):
-    """Base of every compiled network; `code` is the generated forward's source."""
+    """Base of every compiled network; `code` is the generated source (`forward`, then `_forward_all`)."""
 
-    code: str
     graph: Graph
+    _forward_code: str  # per network: the generated forward's source
+    _forward_all_parts: tuple  # per network: what `_forward_all` is generated from, when first needed
 
-    def _forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # replaced per network
-        raise NotImplementedError
+    @property
+    def code(self) -> str:
+        return self._forward_code + "\n" + _forward_all_source(*self._forward_all_parts)
+
+    def _forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every node's value, by node id (`runtime_shapes`).  Its source is generated and compiled the first
+        time a network's class is asked, then kept on that class: building a model does not pay for it."""
+        cls = type(self)
+        source = _forward_all_source(*cls._forward_all_parts)
+        cls._forward_all = _compiled(source, f"<archc:{self.graph.name}:_forward_all>", {"torch": torch, "F": F},
+                                     "_forward_all")
+        return cls._forward_all(self, x)
 
 
 def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = True) -> CompiledModel:
@@ -114,21 +125,24 @@ def _model_class(graph: Graph, calls: dict[str, str], parameters: set[str],
     if not graph.outputs_as_dict:
         namespace[tuple_name] = collections.namedtuple(tuple_name, [o.name for o in outputs])
         namespace[f"{class_name}EvalOutputs"] = collections.namedtuple(f"{class_name}EvalOutputs", eval_names)
-    source = (_forward_source(graph, names, calls, parameters, class_name, overwrite) + "\n"
-              + _forward_all_source(graph, names, calls, parameters))
-    filename = f"<archc:{graph.name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), namespace)  # our own generated code; spec text never reaches it
+    source = _forward_source(graph, names, calls, parameters, class_name, overwrite)
     cls = type(class_name, (base,), {
-        "forward": namespace["forward"],
-        "_forward_all": namespace["_forward_all"],
-        "code": source,
+        "forward": _compiled(source, f"<archc:{graph.name}>", namespace, "forward"),
+        "_forward_code": source,
+        "_forward_all_parts": (graph, names, calls, parameters),
         "__doc__": f"{graph.title or graph.name}, compiled by archc from {graph.path}.",
         "__module__": __name__,
     })
     cls.Outputs = namespace.get(tuple_name, dict)
     cls.EvalOutputs = namespace.get(f"{class_name}EvalOutputs", dict)
     return cls
+
+
+def _compiled(source: str, filename: str, namespace: dict[str, Any], name: str) -> Any:
+    """Function `name` defined by generated `source`, its lines kept for tracebacks under `filename`."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)  # our own generated code; spec text never reaches it
+    return namespace[name]
 
 
 def _variable_names(graph: Graph) -> dict[str, str]:

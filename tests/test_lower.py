@@ -132,6 +132,19 @@ def test_forward_all_returns_every_node(aux_model):
     assert values["aux1.l"].shape == (2, 2)
 
 
+
+def test_forward_all_is_generated_when_first_called():
+    model = build("a: {conv: {out: 4, k: 1}}\nout: {conv: {out: 2, k: 1}}").eval()
+    cls = type(model)
+    assert "_forward_all" not in cls.__dict__  # building does not compile it
+    assert "def _forward_all(self, x):" in model.code  # the source still shows it
+    with torch.no_grad():
+        values = model._forward_all(x_for(model))
+    assert "_forward_all" in cls.__dict__  # compiled once, kept on the network's class
+    assert set(values) == {"a", "out"} and values["out"].shape == (2, 2, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model._forward_all(x_for(model))["out"], model(x_for(model)))
+
 # -- seeds and devices ----------------------------------------------------------
 
 
