@@ -31,9 +31,27 @@ def test_bench_summary_googlenet_counts_agree():
     assert static["macs"] == baseline["macs"]
     assert static["params"] > 0 and static["macs"] > 0
     assert result["mismatches"] == [] and result["counts_match"] is True
+    # torchinfo (a dev dependency) against the static summary counting as torchinfo does: MACs plus biases
+    assert data["torchinfo"] is not None and "torchinfo" in data["target"]
+    like, torchinfo = result["static_torchinfo"], result["torchinfo"]
+    assert (like["params"], like["macs"]) == (torchinfo["params"], torchinfo["macs"])
+    assert like["params"] == static["params"] and like["macs"] > static["macs"]
     # the verdict is reported either way (its value is a timing, so not asserted)
     assert isinstance(result["meets_target"], bool)
-    assert isinstance(result["ratio"], float)
+    assert isinstance(result["ratio"], float) and isinstance(result["ratio_torchinfo"], float)
+
+
+def test_bench_summary_without_torchinfo():
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "specs/googlenet.yaml", "--repeat", "1", "--static-repeat", "1", "--json",
+         "--no-torchinfo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["torchinfo"] is None and "hooked forward" in data["target"]
+    [result] = data["results"]
+    assert "torchinfo" not in result and "ratio_torchinfo" not in result
 
 
 def test_bench_summary_help():
