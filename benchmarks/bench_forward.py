@@ -284,13 +284,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     libraries = _libraries()
     results, errors = [], []
-    for name in args.only or reference_names():
+    names = args.only or reference_names()
+    for k, name in enumerate(names, 1):
+        print(f"[{k}/{len(names)}] {name} ...", end="", file=sys.stderr, flush=True)  # minutes per network
+        start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(sys.stderr):  # keep --json's stdout clean of libraries' prints
                 results.append(measure(name, libraries, args.repeat, args.skip_compile))
         except Exception as e:  # a failed network is reported, the others still run
             errors.append(f"{name}: {type(e).__name__}: {e}")
             results.append({"name": name, "error": str(e)})
+        print(f" {time.perf_counter() - start:.0f} s{' (failed)' if 'error' in results[-1] else ''}",
+              file=sys.stderr, flush=True)
         gc.collect()
     data = {"results": results, "errors": errors, "repeat": args.repeat, "batch": BATCH, "target": TARGET,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
