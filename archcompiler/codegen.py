@@ -110,6 +110,12 @@ def inplace_plan(graph: Any, order: list[str], overwrite: dict[str, dict[int, st
     3. every other consumer of X (all ran earlier) neither reads its inputs in backward (a conv does, so
        a value a conv also took is never overwritten) nor returned a view of X.
 
+    Where X's producer passes its input on (`Autograd.passes_input`: the identity, and dropout or stochastic
+    depth in eval mode), writing into X may write into that input: N is X's only consumer, the producer's
+    backward reads nothing it would change, and the input must itself pass 1 to 3 with the producer as its
+    last use (a chain of such producers is followed to its start).  So torchvision's `result =
+    stochastic_depth(block(x)); result += x` runs in place here too.
+
     N's own backward never needs X's old value: that is what an `overwrite` template promises (relu_ reads
     its result, add_ nothing).  So gradients are those of the out-of-place forward, bit for bit.
     """
@@ -119,23 +125,33 @@ def inplace_plan(graph: Any, order: list[str], overwrite: dict[str, dict[int, st
     for n in order:
         for i in graph.nodes[n].inputs:
             consumers.setdefault(i, []).append(n)
+
+    def overwritable(x: str, n: str) -> bool:
+        """Whether `n`, which reads `x` once, may write into `x`."""
+        while True:
+            if x == INPUT or x in keep or consumers[x][-1] != n:
+                return False
+            producer = graph.nodes[x]
+            grad = OPS[producer.op].autograd
+            if not grad.passes_input:
+                break
+            if len(consumers[x]) != 1 or grad.reads_inputs or grad.reads_output(producer.args):
+                return False
+            x, n = producer.inputs[0], x  # the value that writing into x may write into, and its reader
+            if graph.nodes[n].inputs.count(x) != 1:
+                return False
+        if not grad.fresh or grad.reads_output(producer.args):
+            return False
+        others = [OPS[graph.nodes[q].op].autograd for q in consumers[x] if q != n]
+        return not any(g.reads_inputs or not g.fresh for g in others)
+
     plan: dict[str, int] = {}
     for n in order:
         node = graph.nodes[n]
         for k, x in enumerate(node.inputs):
-            if k not in overwrite.get(n, {}) or x == INPUT or x in keep or node.inputs.count(x) != 1:
-                continue
-            if consumers[x][-1] != n:
-                continue
-            producer = graph.nodes[x]
-            grad = OPS[producer.op].autograd
-            if not grad.fresh or grad.reads_output(producer.args):
-                continue
-            others = [OPS[graph.nodes[q].op].autograd for q in consumers[x] if q != n]
-            if any(g.reads_inputs or not g.fresh for g in others):
-                continue
-            plan[n] = k
-            break
+            if k in overwrite.get(n, {}) and node.inputs.count(x) == 1 and overwritable(x, n):
+                plan[n] = k
+                break
     return plan
 
 

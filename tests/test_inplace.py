@@ -114,3 +114,39 @@ body:
     assert plan.get("t") == 0  # a plain conv's output, read once
     assert "u" not in plan  # f is a view of t
     assert "torch.relu_(c)" in model.code
+
+
+def test_plan_looks_through_what_passes_its_input_on() -> None:
+    """An add after dropout or stochastic depth writes into it (torchvision's `result += input`) when
+    the value it passes on could be written into itself; not when that value is read elsewhere."""
+    from archcompiler.spec import parse_spec
+
+    text = """archc: 1
+name: tiny
+input: [4, 8, 8]
+body:
+  a: {conv: {out: 4, k: 1}}
+  bn: {batchnorm: {}, from: a}
+  d: {dropout: {p: 0.5}, from: bn}
+  sd: {stochastic_depth: {p: 0.5}, from: d}
+  add: {add: null, from: [sd, a]}
+  b: {conv: {out: 4, k: 1}, from: add}
+  bn2: {batchnorm: {}, from: b}
+  d2: {dropout: {p: 0.5}, from: bn2}
+  add2: {add: null, from: [d2, add]}
+  c: {conv: {out: 4, k: 1}, from: bn2}
+  add3: {add: null, from: [add2, c]}
+"""
+    graph = compile_graph(parse_spec(text, "tiny.yaml"))
+    plan = inplace_plan(graph, execution_order(graph), {"add": {0: "x"}, "add2": {0: "x"}},
+                        {o.node for o in graph.outputs.values()})
+    assert plan.get("add") == 0  # sd passes d on, d passes bn on, and bn's output is read once
+    assert "add2" not in plan  # d2 passes on bn2, which conv c reads after it
+    fast, slow = lower(graph, seed=1), lower(graph, seed=1, inplace=False)
+    assert "= sd.add_(a)" in fast.code and "= sd.add_(a)" not in slow.code
+    x = torch.randn(2, 4, 8, 8)
+    for mode in ("train", "eval"):
+        getattr(fast, mode)(), getattr(slow, mode)()
+        (out_f, gx_f, grads_f), (out_s, gx_s, grads_s) = _run(fast, x), _run(slow, x)
+        assert torch.equal(out_f[0], out_s[0]) and torch.equal(gx_f, gx_s)
+        assert all(torch.equal(grads_f[k], grads_s[k]) for k in grads_f)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import Field, StrictBool, StrictInt
 
 from .registry import (
+    PASSES_INPUT,
     POINTWISE,
     READS_INPUTS,
     ActName,
@@ -218,12 +219,11 @@ register(OpDef("flatten", FlattenArgs, "shape", _flatten_infer,
 register(OpDef("dropout", DropoutArgs, "regularize", lambda a, s: s[0], lambda a: f"dropout {a.p:g}",
                lambda a, s: Lowering(Construct("nn.Dropout", (Arg(a.p, ("p",)),))),
                paper=PaperRole(lambda a: f"dropout ({a.p:.0%})"),
-               autograd=Autograd(reads_inputs=False, reads_output=lambda a: False, fresh=False),  # eval: its input
-               saves=_dropout_saves,
+               autograd=PASSES_INPUT, saves=_dropout_saves,
                doc="Dropout with probability `p` (training mode only)."))
 
 register(OpDef("identity", NoArgs, "shape", lambda a, s: s[0], lowering=lambda a, s: Lowering(None, "{0}"),
-               paper=PaperRole(skipped=True), saves=_is_a_view,
+               paper=PaperRole(skipped=True), saves=_is_a_view, autograd=PASSES_INPUT,
                doc="Passes its input on unchanged (a shortcut, or a named tap for `from:`)."))
 
 
@@ -373,6 +373,7 @@ register(OpDef(
     lambda a: f"stochastic depth {a.p:g}" + (" (batch)" if a.mode == "batch" else ""),
     lambda a, s: Lowering(Construct("StochasticDepth", (Arg(a.p, ("p",)), Arg(a.mode, ("mode",))))),
     paper=PaperRole(lambda a: f"stochastic depth ({a.p:.0%})"), saves=_stochastic_depth_saves,
+    autograd=PASSES_INPUT,
     doc="torchvision's stochastic depth: in training mode each sample (`mode: row`) or the whole batch "
         "(`batch`) is zeroed with probability `p` and the rest scaled by 1 / (1 - p); the identity in eval mode.",
 ))
@@ -387,6 +388,7 @@ register(OpDef(
     "layer_scale", LayerScaleArgs, "shape", lambda a, s: s[0], lambda a: f"layer scale {a.init:g}",
     _layer_scale_lowering, params=lambda a, s: (s[0][0], 0), paper=PaperRole("layer scale"),
     saves=lambda a, s, o, r: Saves((Saved(0, what="input"),)),  # scale * x keeps x for the scale's gradient
+    autograd=READS_INPUTS,  # a new tensor; the product's backward reads its factors, not its result
     doc="A learnable scale per channel, from `init`: a parameter of shape (C, 1, 1) named by the layer itself "
         "(ConvNeXt's `layer_scale`), not a module.",
 ))

@@ -250,17 +250,23 @@ class Autograd:
     - `reads_output`: (args) -> whether its backward needs its own output (relu, sigmoid; a conv or
       join with an `act`);
     - `fresh`: its output is a new tensor, never a view of an input nor an input itself (flatten,
-      identity and dropout in eval mode are not).
+      identity and dropout in eval mode are not);
+    - `passes_input`: its output is its first input itself, or (in training mode) a fresh tensor
+      (identity; dropout and stochastic depth, which pass their input on in eval mode).  Writing into
+      its output may then write into that input, which the in-place plan checks in its stead.
     """
 
     reads_inputs: bool = True
     reads_output: Callable[[Any], bool] = _yes
     fresh: bool = False
+    passes_input: bool = False
 
 
 # what most ops' backwards read: their inputs (conv, norm, pool), not their output unless an `act` follows
 READS_INPUTS = Autograd(reads_inputs=True, reads_output=lambda a: getattr(a, "act", None) is not None, fresh=True)
 READS_NOTHING = Autograd(reads_inputs=False, reads_output=lambda a: getattr(a, "act", None) is not None, fresh=True)
+# the identity, and what is one in eval mode: a backward that keeps at most its own mask
+PASSES_INPUT = Autograd(reads_inputs=False, reads_output=lambda a: False, passes_input=True)
 
 
 def _cannot(a: Any) -> None:
