@@ -146,18 +146,22 @@ def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = N
     on_meta = device is not None and str(device) == "meta"
     if weights is not None and on_meta:
         raise UserError("weights cannot be loaded into a model built on the meta device")
-    graph = compile_graph(spec, input_shape=input_shape, max_memory=META_MAX_MEMORY if on_meta else max_memory, **params)
-    if outputs is None:
-        model = lower(graph, seed=seed, device=device)
+    # Modules, parameters and the generated forward all live on, as the graph does: the collector's
+    # passes over them while they are made would find nothing to free.
+    with _collector_paused():
+        graph = compile_graph(spec, input_shape=input_shape, max_memory=META_MAX_MEMORY if on_meta else max_memory,
+                              **params)
+        if outputs is None:
+            model = lower(graph, seed=seed, device=device)
+            if weights is not None:
+                load_weights(model, weights)
+            return _optimized(model, optimize)
+        backbone = lower(select_outputs(graph, outputs), seed=seed, device=device)
         if weights is not None:
-            load_weights(model, weights)
-        return _optimized(model, optimize)
-    backbone = lower(select_outputs(graph, outputs), seed=seed, device=device)
-    if weights is not None:
-        whole = lower(graph, seed=seed, device=device)
-        load_weights(whole, weights)
-        backbone.load_state_dict({k: v for k, v in whole.state_dict().items() if k in backbone.state_dict()})
-    return _optimized(backbone, optimize)
+            whole = lower(graph, seed=seed, device=device)
+            load_weights(whole, weights)
+            backbone.load_state_dict({k: v for k, v in whole.state_dict().items() if k in backbone.state_dict()})
+        return _optimized(backbone, optimize)
 
 
 def _optimized(model: Any, optimize: Optional[str]) -> Any:

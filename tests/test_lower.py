@@ -350,3 +350,27 @@ def test_spec_without_outputs_returns_its_last_layer():
     model.train()
     with torch.no_grad():
         assert torch.equal(model(x), out)  # no train-only outputs: same value, a plain tensor
+
+
+def test_build_pauses_the_collector_and_restores_the_setting(monkeypatch):
+    import gc
+
+    import archcompiler.lower as lowering
+
+    seen = []
+    real = lowering.lower
+
+    def lower(*args, **kwargs):  # the modules are made with the collector off
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lowering, "lower", lower)
+    assert gc.isenabled()
+    archcompiler.build("lenet5")
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        archcompiler.build("lenet5")
+        assert not gc.isenabled()  # the caller's setting, kept
+    finally:
+        gc.enable()
