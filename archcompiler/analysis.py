@@ -92,7 +92,16 @@ def runs_as(graph: Graph) -> dict[str, RunsAs]:
     `codegen.inplace_plan` lets it (an activation then runs as its in-place function, not its module)."""
     from .codegen import execution_order, inplace_plan
 
-    overwrite = {n.id: OPS[n.op].lowering(n.args, graph.input_shapes(n.id)).overwrite for n in graph.nodes.values()}
+    # Which inputs an op may write into is part of its lowering, a function of its arguments and input shapes:
+    # made once for the layers of equal block instances, which share their (frozen) arguments.
+    found: dict[tuple, dict[int, str]] = {}
+    overwrite = {}
+    for n in graph.nodes.values():
+        inputs = graph.input_shapes(n.id)
+        key = (n.op, id(n.args), *inputs)
+        if key not in found:
+            found[key] = OPS[n.op].lowering(n.args, inputs).overwrite
+        overwrite[n.id] = found[key]
     plan = inplace_plan(graph, execution_order(graph), overwrite, {o.node for o in graph.outputs.values()})
     return {n: RunsAs(into=plan.get(n)) for n in graph.nodes}
 
@@ -211,38 +220,58 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     """
     per_node: dict[str, tuple[int, int, int, int]] = {}
     runs = runs_as(graph) if counting is not None else {}
-    # Each node's input shapes and window, once: the counts, the receptive fields and the rows all read them.
-    input_shapes = {node_id: graph.input_shapes(node_id) for node_id in graph.nodes}
-    windows = {node.id: OPS[node.op].window(node.args, input_shapes[node.id]) for node in graph.nodes.values()}
-    for node in graph.nodes.values():
-        op = OPS[node.op]
-        inputs = input_shapes[node.id]
-        params, buffers = op.params(node.args, inputs)
-        macs = op.macs(node.args, inputs, node.shape)
-        if counting is not None:
-            macs = counting.of(macs, op.costs(node.args, inputs, node.shape, runs[node.id]))
-        per_node[node.id] = (params, buffers, macs * batch, math.prod(node.shape) * batch)
-    fields = receptive_fields(graph, windows)
-
-    depth = {}
-    for scope in graph.scopes.values():  # parents come before children
-        depth[scope.id] = depth[scope.parent] + 1 if scope.parent else 1
-    # One pass over the layers adds each into every scope around it.
+    shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
+    shapes[INPUT] = graph.input_shape  # as `Graph.shape_of`
+    # The rules are functions of an op's arguments and shapes: the layers of equal block instances, which share
+    # their (frozen) arguments, take what was found for the first of them on equal shapes.
+    found: dict[tuple, tuple[Any, int, int, int]] = {}
+    windows = {}  # each node's window, once: the receptive fields and the rows read them too
+    # One pass over the layers counts each and adds it into every scope around it.
     scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
     scope_runs_in_eval: set[str] = set()
-    for node in graph.nodes.values():
-        params, buffers, macs, acts = per_node[node.id]
+    totals = [0, 0, 0, 0, 0]  # params, buffers, eval-mode MACs, train-only MACs, eval-mode activations
+    for node_id, node in graph.nodes.items():
+        inputs = [shapes[i] for i in node.inputs]
+        key = (node.op, id(node.args), node.shape, *inputs)
+        facts = found.get(key)
+        if facts is None:
+            op = OPS[node.op]
+            facts = found[key] = (op.window(node.args, inputs), *op.params(node.args, inputs),
+                                  op.macs(node.args, inputs, node.shape))
+        window, params, buffers, macs = facts
+        windows[node_id] = window
+        if counting is not None:
+            how = runs[node_id]
+            costs = found.get((key, how))
+            if costs is None:
+                costs = found[key, how] = OPS[node.op].costs(node.args, inputs, node.shape, how)
+            macs = counting.of(macs, costs)
+        macs *= batch
+        acts = math.prod(node.shape) * batch
+        per_node[node_id] = (params, buffers, macs, acts)
         for scope_id in node.scopes:
             into = scope_totals[scope_id]
             into[0] += params
             into[1] += buffers
             into[2] += macs
             into[3] += acts
-        if not node.train_only:
+        totals[0] += params
+        totals[1] += buffers
+        if node.train_only:
+            totals[3] += macs
+        else:
+            totals[2] += macs
+            totals[4] += acts
             scope_runs_in_eval.update(node.scopes)
+    fields = receptive_fields(graph, windows)
+
+    depth = {}
+    for scope in graph.scopes.values():  # parents come before children
+        depth[scope.id] = depth[scope.parent] + 1 if scope.parent else 1
 
     rows: list[Row] = []
     opened: set[str] = set()
+    labels: dict[tuple[str, int], str] = {}  # a label is a function of the op's arguments
     for node in graph.nodes.values():
         for scope_id in node.scopes:
             if scope_id in opened:
@@ -262,20 +291,19 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
         op = OPS[node.op]
         kernel = tuple(windows[node.id][0]) if op.window is not _pointwise else None
         rf, jump = fields[node.id]
+        label = labels.get((node.op, id(node.args)))
+        if label is None:
+            label = labels[node.op, id(node.args)] = op.label(node.args)
         rows.append(frozen(
-            Row, name=node.id, kind="layer", op=node.op, label=op.label(node.args), depth=len(node.scopes) + 1,
+            Row, name=node.id, kind="layer", op=node.op, label=label, depth=len(node.scopes) + 1,
             output_shape=node.shape, params=params, buffers=buffers, macs=macs, activations=acts,
             train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
         ))
 
-    live = [n for n in graph.nodes.values() if not n.train_only]
     return Report(
         name=graph.name, title=graph.title, paper=graph.paper, input=graph.input_shape, rows=rows,
-        total_params=sum(p[0] for p in per_node.values()),
-        total_buffers=sum(p[1] for p in per_node.values()),
-        total_macs=sum(per_node[n.id][2] for n in live),
-        train_only_macs=sum(per_node[n.id][2] for n in graph.nodes.values() if n.train_only),
-        total_activations=sum(per_node[n.id][3] for n in live),
+        total_params=totals[0], total_buffers=totals[1], total_macs=totals[2], train_only_macs=totals[3],
+        total_activations=totals[4],
         outputs={name: graph.nodes[o.node].shape for name, o in graph.outputs.items()},
         batch=batch,
         output_strides={name: fields[o.node][1] for name, o in graph.outputs.items()},
@@ -298,8 +326,8 @@ def receptive_fields(graph: Graph, windows: Optional[Mapping[str, Any]] = None,
             rf, jump = fields[node.inputs[0]]
         else:
             ins = [fields[i] for i in node.inputs]
-            rf = tuple(max(f[0][axis] for f in ins) for axis in (0, 1))
-            jump = tuple(max(f[1][axis] for f in ins) for axis in (0, 1))
+            rf = (max([f[0][0] for f in ins]), max([f[0][1] for f in ins]))
+            jump = (max([f[1][0] for f in ins]), max([f[1][1] for f in ins]))
         k, s, d = (windows[node_id] if windows is not None
                    else OPS[node.op].window(node.args, graph.input_shapes(node_id)))
         fields[node_id] = (

@@ -14,7 +14,11 @@ shapes.  `expand` runs these passes, one module each:
    items whose `when:` is false, applies per-op `defaults`, evaluates
    `$param` expressions and validates each op's arguments with its pydantic
    model.  A `from:` becomes a `wiring.Ref` (a list `from: [a, b]`, one per
-   input, in order), looked up only once every name exists.
+   input, in order), looked up only once every name exists.  A block
+   instance is walked once per distinct key (the block, its argument values,
+   the blocks around it, and its input shape where it reads `$in`); an equal
+   instance after it copies what the first made under its own path, through
+   the same name and size checks (`_Walk._instance`).
 4. `wiring.wire`: Unwired layers -> `Layer`s: references resolved, the DAG
    and its cycle check, train-only marking, the unused-output check.
 """
@@ -22,7 +26,7 @@ shapes.  `expand` runs these passes, one module each:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Optional
 
 from . import expr
@@ -40,6 +44,18 @@ MAX_NODES = 100_000  # no real CNN comes near; stops a runaway `repeat`
 
 Inputs = tuple[Source, ...]  # what an item receives: its predecessor, or what its `from:` names
 
+# Copy equal block instances from the first one's record instead of walking each (tests turn it off to compare).
+MEMOISE_INSTANCES = True
+
+# What the walk logs while it records a block instance: a path claimed, a join's name claimed, a scope
+# opened, a scope's output set, a layer added, a name switched off.
+_CLAIM, _JOIN, _SCOPE, _OUTPUT, _LAYER, _OMIT = range(6)
+_UNSEEN = object()
+_INSTANCE_INPUT = object()  # in a record: what the instance receives
+_OUTER = object()  # in a record: the scope around the instance
+_BOUND = object()  # in a record: the instance's bound arguments
+_KEY_TYPES = (bool, int, str, type(None))  # argument values an instance key holds as they are (and floats)
+
 
 @dataclass(frozen=True)
 class _Ctx:
@@ -55,6 +71,11 @@ class _Ctx:
         """The context inside `scope`: its own names, and no block instance still awaiting its scope."""
         return frozen(_Ctx, vars=self.vars, defaults=self.defaults, scopes=(*self.scopes, scope),
                       names=Names(self.names), blocks=self.blocks, block=None, inp=self.inp)
+
+    def seeing(self, variables: dict[str, Any]) -> "_Ctx":
+        """The same context with the parameters `variables` (as `dataclasses.replace` would make it)."""
+        return frozen(_Ctx, vars=variables, defaults=self.defaults, scopes=self.scopes, names=self.names,
+                      blocks=self.blocks, block=self.block, inp=self.inp)
 
     def receiving(self, inputs: Inputs) -> "_Ctx":
         # Called for every item: built directly, as `dataclasses.replace` costs three times more.
@@ -100,6 +121,12 @@ class _Walk:
         # instance of a block costs less than the 1st: key -> (the key's objects, result).
         # Holding the objects keeps their ids from being reused while the key stands.
         self.memo: dict[tuple, tuple[tuple, Any]] = {}
+        # Block instances: key -> the first one's `_Walked` (its `_Record` once a copy needs it), None (walked
+        # each time), or a dict of those by input shape.
+        self.instances: dict[Hashable, Any] = {}
+        self.log: list[tuple] = []  # what the walk makes while `recording` (> 0) instances are being recorded
+        self.recording = 0
+        self.refs_made = self.in_reads = 0  # `from:` references made and `$in` reads, while recording
         for defaults in (spec.defaults, *(b.defaults for b in spec.blocks.values())):
             for op in defaults:
                 if op not in op_names:
@@ -114,6 +141,8 @@ class _Walk:
             except expr.ExprError:
                 wanted = frozenset()  # `evaluate` reports it, located
             if IN in wanted or IN_SHAPE in wanted:
+                if self.recording:
+                    self.in_reads += 1
                 shape = self._shape(ctx.inp[0], loc)
                 return evaluate(value, loc, {**ctx.vars, IN: shape[0], IN_SHAPE: shape})
         return evaluate(value, loc, ctx.vars)
@@ -181,8 +210,9 @@ class _Walk:
                 if self._switched_off(item, here):
                     continue
                 count = self._repeat(item, here)
+                later = item.without("from") if count > 1 else item  # the copies after the first
                 for copy in range(count):
-                    once = item if copy == 0 else item.without("from")
+                    once = item if copy == 0 else later
                     copy_ctx = self._copy(item, copy, ctx)
                     name = self._copy_name(item, copy, copy_ctx) if "names" in item.meta else str(position)
                     inp = self._dispatch(once, name, prefix, (inp,), copy_ctx)
@@ -207,7 +237,7 @@ class _Walk:
         item = self.parser.item(raw, loc)
         if self._switched_off(item, ctx.receiving(self._inputs(item, (inp,), ctx))):
             if name is not None:
-                self.omitted.add(prefix + name)
+                self._omit(prefix + name)
                 ctx.names.entries.pop(name, None)
             return None
         if "repeat" in item.meta:
@@ -252,7 +282,7 @@ class _Walk:
         self._add_layer(frozen(Unwired, id=path, op=item.kind, args=args, inputs=ins, loc=item.loc, scopes=ctx.scopes,
                                exprs=exprs, inputs_loc=inputs_loc))
         if block_root:
-            self.scope_outputs[path] = path
+            self._set_output(path, path)
         self._register(name, path, ctx)
         return path
 
@@ -289,13 +319,144 @@ class _Walk:
             chain = " -> ".join((*ctx.blocks, block.name))
             raise SpecError(f"block '{block.name}' uses itself ({chain})", item.loc)
         bound = self._bind_block_args(block, item, ctx)
-        sub = _Ctx({**self.params, **bound}, (self.spec.defaults, block.defaults), ctx.scopes, Names(ctx.names),
-                   (*ctx.blocks, block.name), (block.name, bound), ctx.inp)
-        out = self._item(block.item, block.loc, name or block.name, prefix, inp, sub)
+        sub = frozen(_Ctx, vars={**self.params, **bound}, defaults=(self.spec.defaults, block.defaults),
+                     scopes=ctx.scopes, names=Names(ctx.names), blocks=(*ctx.blocks, block.name),
+                     block=(block.name, bound), inp=ctx.inp)
+        root = name or block.name
+        key = _instance_key(block.name, bound, ctx.blocks, _scopeless(root)) if MEMOISE_INSTANCES else None
+        if key is None:
+            out = self._item(block.item, block.loc, root, prefix, inp, sub)
+        else:
+            out = self._instance(key, lambda: self._item(block.item, block.loc, root, prefix, inp, sub),
+                                 prefix + root, inp, sub)
         if out is None:  # the block's own `when:` is false
             return inp
         self._register(name, out, ctx)
         return out
+
+    # -- equal block instances, expanded once -------------------------------
+
+    def _instance(self, key: Hashable, walk: Callable[[], Optional[Source]], root: str, inp: Source,
+                  ctx: _Ctx) -> Optional[Source]:
+        """A block instance rooted at `root`: `walk()` the first time its `key` is met (recording what it
+        makes), and for each later instance with an equal key, that record copied under `root`.
+
+        The key holds all that the walk of the block's body reads from outside, but for three things:
+        the names `from:` looks up (an instance that makes a reference is walked every time), the shape of
+        its input (where `$in` was read, records are kept per input shape) and the paths it claims (a copy
+        claims them again, so a clash is refused at the same name as in the walk, as is MAX_NODES).
+        """
+        entry = self.instances.get(key, _UNSEEN)
+        if entry is _UNSEEN:
+            out, walked = self._recorded(walk, root, inp, ctx)
+            if walked is None or not walked.reads_in:
+                self.instances[key] = walked
+            else:  # what it makes depends on the shape of its input
+                shape = self._known_shape(inp)
+                self.instances[key] = {} if shape is None else {shape: walked}
+            return out
+        if entry is None:  # not copyable: walked each time
+            return walk()
+        if isinstance(entry, dict):  # records by input shape
+            if self.recording:  # an instance recorded around this one depends on this input's shape too
+                self.in_reads += 1
+            shape = self._known_shape(inp)
+            if shape is None:
+                return walk()
+            record = entry.get(shape, _UNSEEN)
+            if record is _UNSEEN:
+                out, entry[shape] = self._recorded(walk, root, inp, ctx)
+                return out
+            table, slot = entry, shape
+        else:
+            record, table, slot = entry, self.instances, key
+        if isinstance(record, _Walked):  # the first copy: the record is made from the log now
+            record = table[slot] = self._relative(record)
+        return walk() if record is None else self._replay(record, root, inp, ctx)
+
+    def _recorded(self, walk: Callable[[], Optional[Source]], root: str, inp: Source,
+                  ctx: _Ctx) -> tuple[Optional[Source], Optional["_Walked"]]:
+        """`walk()`'s result, and where the log holds what it made (None: it made a reference, so it is not
+        copied)."""
+        start, refs, in_reads = len(self.log), self.refs_made, self.in_reads
+        self.recording += 1
+        try:
+            out = walk()
+        finally:
+            self.recording -= 1
+        if self.refs_made != refs:
+            return out, None
+        return out, _Walked(start, len(self.log), root, inp, ctx.scopes, ctx.block[1] if ctx.block else None, out,
+                            self.in_reads != in_reads)
+
+    def _relative(self, walked: "_Walked") -> Optional["_Record"]:
+        """The record of what `walked` made (its slice of the log); None unless all of it lies under its root and
+        it read nothing from outside but its input."""
+        return _relative(self.log[walked.start:walked.end], walked.root, walked.inp, walked.outer, walked.bound,
+                         walked.out)
+
+    def _replay(self, record: "_Record", root: str, inp: Source, ctx: _Ctx) -> Optional[Source]:
+        """Make again, under `root` and from `inp`, what `record` says an equal instance made, in the same order
+        and through the same checks (names claimed, the layer bound)."""
+        outer = ctx.scopes
+        parent = outer[-1] if outer else None
+        bound = ctx.block[1] if ctx.block else None
+        scopes: dict[tuple, tuple[str, ...]] = {}  # inner scopes' suffixes -> the new layers' scopes
+        add_layer, take = self._add_layer, self._take
+        for event in record.events:
+            kind = event[0]
+            if kind == _LAYER:
+                _, suffix, layer, inputs, inner = event
+                layer_scopes = scopes.get(inner)
+                if layer_scopes is None:
+                    layer_scopes = scopes[inner] = outer + tuple([root + s for s in inner])
+                copy = object.__new__(Unwired)  # as `frozen` makes it
+                copy.__dict__.update(
+                    id=root + suffix, op=layer.op, args=layer.args,
+                    inputs=tuple([inp if s is _INSTANCE_INPUT else root + s for s in inputs]), loc=layer.loc,
+                    scopes=layer_scopes, exprs=dict(layer.exprs), inputs_loc=layer.inputs_loc)
+                add_layer(copy)
+            elif kind == _CLAIM:
+                take(root + event[1], event[2])
+            elif kind == _SCOPE:
+                _, suffix, scope_kind, block, loc, scope_parent, args = event
+                self._add_scope(Scope(root + suffix, scope_kind, block, loc,
+                                      parent if scope_parent is _OUTER else root + scope_parent,
+                                      args=bound if args is _BOUND else dict(args)))
+            elif kind == _OUTPUT:
+                self._set_output(root + event[1], inp if event[2] is _INSTANCE_INPUT else root + event[2])
+            elif kind == _JOIN:
+                self._take_join(root + event[1], root + event[2], event[3])
+            else:
+                self._omit(root + event[1])
+        out = record.out
+        return out if out is None else inp if out is _INSTANCE_INPUT else root + out
+
+    def _known_shape(self, source: Source) -> Optional[Shape]:
+        """The shape of `source` if it follows from layers made so far without a reference to look up and
+        without a shape error, else None.  Only caches shapes that `_shape` would compute alike."""
+        if not isinstance(source, str):
+            return None
+        stack, on_path = [(source, False)], set()
+        while stack:
+            node_id, inputs_done = stack.pop()
+            if node_id in self.shapes:
+                continue
+            layer = self.layers.get(node_id)
+            if layer is None:
+                return None
+            if inputs_done:
+                try:
+                    self.shapes[node_id] = infer_node(layer, layer.inputs, [self.shapes[i] for i in layer.inputs])
+                except SpecError:  # the walk reports it where it would
+                    return None
+                continue
+            if node_id in on_path or not all(isinstance(i, str) for i in layer.inputs):
+                return None
+            on_path.add(node_id)
+            stack.append((node_id, True))
+            stack.extend((i, False) for i in layer.inputs if i not in self.shapes)
+        return self.shapes[source]
 
     def _bind_block_args(self, block: Any, item: Item, ctx: _Ctx) -> dict[str, Any]:
         value, loc = item.value, item.meta_loc(item.kind)
@@ -323,8 +484,7 @@ class _Walk:
                 if p not in block.param_defaults:
                     raise SpecError(f"block '{block.name}' needs argument '{p}'; it takes {signature}", loc)
                 default = block.param_defaults[p]
-                bound[p] = self._eval(default, block.param_locs.get(p, loc),
-                                      replace(ctx, vars={**self.params, **bound}))
+                bound[p] = self._eval(default, block.param_locs.get(p, loc), ctx.seeing({**self.params, **bound}))
         return {p: bound[p] for p in block.params}  # the block's own order, whatever the call's
 
     def _container(self, item: Item, name: Optional[str], prefix: str, inp: Source, ctx: _Ctx) -> Source:
@@ -382,10 +542,7 @@ class _Walk:
 
     def _join(self, path: str, op: OpDef, inputs: list[Source], options: dict[str, Any], item: Item, ctx: _Ctx) -> str:
         node_id = f"{path}.{op.join_name}"
-        if node_id in self.taken:
-            raise SpecError(f"the name '{node_id}' is needed for the join of '{path}' but is already used",
-                            self.taken[node_id])
-        self.taken[node_id] = item.loc
+        self._take_join(node_id, path, item.loc)
         content = _content(options)  # equal options share their (frozen) validated arguments, as an op's do
         args = (validate(JoinArgs, options, item.raw, f"{item.kind} '{path}'", item.loc) if content is None
                 else self._memoised(("join args", content), (), lambda: validate(
@@ -399,34 +556,58 @@ class _Walk:
     def _open_scope(self, path: str, kind: str, loc: Loc, ctx: _Ctx) -> _Ctx:
         if ctx.block is not None:
             return self._block_scope(path, kind, loc, ctx)
-        parent = ctx.scopes[-1] if ctx.scopes else None
-        self.scopes[path] = Scope(path, kind, None, loc, parent)
-        self.scope_outputs[path] = ""
+        self._add_scope(Scope(path, kind, None, loc, ctx.scopes[-1] if ctx.scopes else None))
         return ctx.entering(path)
 
     def _block_scope(self, path: str, kind: str, loc: Loc, ctx: _Ctx) -> _Ctx:
         block, args = ctx.block  # type: ignore[misc]
-        parent = ctx.scopes[-1] if ctx.scopes else None
-        self.scopes[path] = Scope(path, kind, block, loc, parent, args=args)
-        self.scope_outputs[path] = ""
+        self._add_scope(Scope(path, kind, block, loc, ctx.scopes[-1] if ctx.scopes else None, args=args))
         return ctx.entering(path)
 
+    def _add_scope(self, scope: Scope) -> None:
+        self.scopes[scope.id] = scope
+        self.scope_outputs[scope.id] = ""  # until the scope closes
+        if self.recording:
+            self.log.append((_SCOPE, scope))
+
     def _close_scope(self, path: str, out: Source, name: Optional[str], ctx: _Ctx) -> None:
-        self.scope_outputs[path] = out
+        self._set_output(path, out)
         self._register(name, out, ctx)
+
+    def _set_output(self, path: str, out: Source) -> None:
+        self.scope_outputs[path] = out
+        if self.recording:
+            self.log.append((_OUTPUT, path, out))
 
     def _register(self, name: Optional[str], out: Source, ctx: _Ctx) -> None:
         if name is not None:
             ctx.names.entries[name] = out
 
     def _claim(self, prefix: str, name: str, loc: Loc) -> str:
-        path = prefix + name
+        return self._take(prefix + name, loc)
+
+    def _take(self, path: str, loc: Loc) -> str:
         if path in self.taken:
             first = self.taken[path]
             raise SpecError(f"the name '{path}' is already used (line {first.line})", loc,
                             hint="give this layer another name")
         self.taken[path] = loc
+        if self.recording:
+            self.log.append((_CLAIM, path, loc))
         return path
+
+    def _take_join(self, node_id: str, path: str, loc: Loc) -> None:
+        if node_id in self.taken:
+            raise SpecError(f"the name '{node_id}' is needed for the join of '{path}' but is already used",
+                            self.taken[node_id])
+        self.taken[node_id] = loc
+        if self.recording:
+            self.log.append((_JOIN, node_id, path, loc))
+
+    def _omit(self, path: str) -> None:
+        self.omitted.add(path)
+        if self.recording:
+            self.log.append((_OMIT, path))
 
     def _add_layer(self, layer: Unwired) -> None:
         if len(self.layers) >= MAX_NODES:
@@ -434,6 +615,8 @@ class _Walk:
         self.layers[layer.id] = layer
         for scope in layer.scopes:
             self.scopes[scope].nodes.append(layer.id)
+        if self.recording:
+            self.log.append((_LAYER, layer))
 
     # -- meta keys --------------------------------------------------------
 
@@ -445,7 +628,7 @@ class _Walk:
         """The context of a repeat's copy number `copy` (from 0): `$i` is its index."""
         if "repeat" not in item.meta:
             return ctx
-        return _Ctx({**ctx.vars, INDEX: copy}, ctx.defaults, ctx.scopes, ctx.names, ctx.blocks, ctx.block, ctx.inp)
+        return ctx.seeing({**ctx.vars, INDEX: copy})
 
     def _copy_name(self, item: Item, copy: int, ctx: _Ctx) -> str:
         """A repeat copy's name from the `names:` pattern: each `{...}` holds an expression over `i` and the
@@ -487,6 +670,8 @@ class _Walk:
         if "from" not in item.meta:
             return ins
         value, loc = item.meta["from"], item.meta_loc("from")
+        if self.recording:  # a reference is looked up in the names around it: no instance holding one is copied
+            self.refs_made += 1
         if isinstance(value, str) and value:
             return (Ref(value, ctx.names, loc),)
         if isinstance(value, Sequence) and len(value) >= 2 and all(isinstance(v, str) and v for v in value):
@@ -527,6 +712,101 @@ class _Walk:
 # -- helpers ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Record:
+    """What expanding one block instance made, in order, its paths relative to the instance's root (a suffix:
+    "" for the root itself, ".branch0.0" below it), for `_Walk._replay` to make again under another root."""
+
+    events: tuple[tuple, ...]
+    out: Any  # its output: a suffix, _INSTANCE_INPUT, or None where its `when:` dropped it
+
+
+@dataclass(frozen=True)
+class _Walked:
+    """A block instance walked while recording: its slice of the walk's log and what it was walked from, until an
+    equal instance asks for its `_Record` (most instances have no equal, and their record is never made)."""
+
+    start: int
+    end: int
+    root: str
+    inp: Source
+    outer: tuple[str, ...]  # the scopes around it
+    bound: Optional[dict]  # its arguments
+    out: Optional[Source]
+    reads_in: bool  # whether it read `$in` or `$in_shape` (then what it made holds for one input shape)
+
+
+class _Unmovable(Exception):
+    """What an instance made is not a function of its root and input alone."""
+
+
+def _instance_key(block: str, bound: dict[str, Any], stack: tuple[str, ...], scopeless: bool) -> Optional[tuple]:
+    """What a block instance's walk reads from its call: the block, its argument values (exact types; floats by
+    their bits), the blocks around it (for the recursion check) and whether its name adds a scope level; None
+    where an argument is not a plain scalar (a list or mapping may carry locations of its own)."""
+    values = []
+    for value in bound.values():
+        kind = type(value)
+        if kind is float:
+            values.append((float, value.hex()))
+        elif kind in _KEY_TYPES:
+            values.append((kind, value))
+        else:
+            return None
+    return block, stack, scopeless, tuple(values)
+
+
+def _relative(events: list[tuple], root: str, inp: Source, outer: tuple[str, ...], bound: Optional[dict],
+              out: Optional[Source]) -> Optional[_Record]:
+    """The record of `events`, made by an instance rooted at `root` that received `inp` inside scopes `outer`;
+    None unless everything it made lies under `root` and reads nothing from outside but `inp`."""
+    cut, below = len(root), root + "."
+    made: set[str] = set()
+
+    def suffix(path: str) -> str:
+        if path == root or path.startswith(below):
+            return path[cut:]
+        raise _Unmovable
+
+    def source(src: Source) -> Any:
+        if isinstance(src, str) and src in made:
+            return src[cut:]
+        if src is inp or (isinstance(src, str) and src == inp):
+            return _INSTANCE_INPUT
+        raise _Unmovable
+
+    parent = outer[-1] if outer else None
+    depth = len(outer)
+    relative: list[tuple] = []
+    try:
+        for event in events:
+            kind = event[0]
+            if kind == _LAYER:
+                layer = event[1]
+                if layer.scopes[:depth] != outer:
+                    raise _Unmovable
+                relative.append((_LAYER, suffix(layer.id), layer, tuple(source(i) for i in layer.inputs),
+                                 tuple(suffix(s) for s in layer.scopes[depth:])))
+                made.add(layer.id)
+            elif kind == _CLAIM:
+                relative.append((_CLAIM, suffix(event[1]), event[2]))
+            elif kind == _SCOPE:
+                scope = event[1]
+                relative.append((_SCOPE, suffix(scope.id), scope.kind, scope.block, scope.loc,
+                                 _OUTER if scope.parent == parent else suffix(scope.parent or ""),
+                                 _BOUND if scope.args is bound else scope.args))
+            elif kind == _OUTPUT:
+                relative.append((_OUTPUT, suffix(event[1]), source(event[2])))
+            elif kind == _JOIN:
+                relative.append((_JOIN, suffix(event[1]), suffix(event[2]), event[3]))
+            else:
+                relative.append((_OMIT, suffix(event[1])))
+        result = out if out is None else source(out)
+    except _Unmovable:
+        return None
+    return _Record(tuple(relative), result)
+
+
 def _scopeless(name: Optional[str]) -> bool:
     """Names starting with '_' add no level to module paths (their children join the parent's)."""
     return name is not None and name.startswith("_")
@@ -562,21 +842,34 @@ def _with_holes(item: Item, levels: tuple[Mapping, ...]) -> tuple[Mapping, Any, 
         raise SpecError(f"the arguments of '{item.kind}' must be a mapping, e.g. {{k: 3}}", item.meta_loc(item.kind))
     for level in reversed(levels):
         merged = _merge(level, merged)
-    return merged, _plain(merged), list(expressions(merged, item.loc))
+    return merged, _plain(merged), expressions(merged, item.loc)
 
 
 def _content(data: Any) -> Optional[Hashable]:
     """Plain data as a key equal only for equal data of equal types (1, 1.0 and True differ, and -0.0 and 0.0
     too); None where it holds something unhashable."""
-    if isinstance(data, dict):
-        items = tuple((k, _content(v)) for k, v in data.items())
-        return None if any(v is None for _, v in items) else (dict, items)
-    if isinstance(data, list):
-        items = tuple(_content(v) for v in data)
-        return None if any(v is None for v in items) else (list, items)
-    if type(data) is float:
+    kind = type(data)
+    if kind in _KEY_TYPES:
+        return kind, data
+    if kind is float:
         return float, data.hex()
-    return (type(data), data) if _hashable(data) else None
+    if isinstance(data, dict):
+        items = []
+        for key, value in data.items():
+            content = _content(value)
+            if content is None:
+                return None
+            items.append((key, content))
+        return dict, tuple(items)
+    if isinstance(data, list):
+        items = []
+        for value in data:
+            content = _content(value)
+            if content is None:
+                return None
+            items.append(content)
+        return list, tuple(items)
+    return (kind, data) if _hashable(data) else None
 
 
 def _hashable(value: Any) -> bool:

@@ -21,7 +21,7 @@ import math
 import re
 
 from .errors import SpecError, UserError
-from .graph import Graph
+from .graph import INPUT, Graph
 from .ops import OPS
 
 # 8 GiB: an ordinary laptop builds any zoo network many times over within it
@@ -74,8 +74,16 @@ def check_memory(graph: Graph, max_bytes: int = DEFAULT_MAX_MEMORY, batch: int =
         raise SpecError(f"the input {_fmt(graph.input_shape)} needs {fmt_bytes(input_bytes)} at batch {batch}, "
                         f"over the {fmt_bytes(max_bytes)} limit", graph.input_loc,
                         hint=hint.replace("make the layer smaller", "make the input smaller"))
+    shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
+    shapes[INPUT] = graph.input_shape
+    found: dict[tuple, tuple[int, int]] = {}  # a params rule is a function of the op's arguments and input shapes
     for node in graph.nodes.values():
-        trainable, buffers = OPS[node.op].params(node.args, graph.input_shapes(node.id))
+        inputs = [shapes[i] for i in node.inputs]
+        key = (node.op, id(node.args), *inputs)
+        counts = found.get(key)
+        if counts is None:
+            counts = found[key] = OPS[node.op].params(node.args, inputs)
+        trainable, buffers = counts
         own = (trainable + buffers) * BYTES_PER_VALUE
         out = math.prod(node.shape) * batch * BYTES_PER_VALUE
         if own > max_bytes:

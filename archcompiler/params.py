@@ -12,7 +12,7 @@ expression stands.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any
 
 from . import expr
 from .errors import Loc, SpecError, did_you_mean, shorten, shown
@@ -108,33 +108,46 @@ def same_type(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _used(tree: Any, loc: Loc) -> Iterator[tuple[str, Loc, tuple]]:
+def _used(tree: Any, loc: Loc) -> list[tuple[str, Loc, tuple]]:
     """`expressions(tree)`, and each `{...}` of a repeat's `names:` pattern as the expression it is."""
-    yield from expressions(tree, loc)
-    for text, where, _ in _patterns(tree, loc):
+    used = expressions(tree, loc)
+    patterns: list[tuple[str, Loc]] = []
+    _patterns(tree, loc, patterns)
+    for text, where in patterns:
         for part in re.findall(r"\{([^{}]*)\}", text):
-            yield "${" + part + "}", where, ()
+            used.append(("${" + part + "}", where, ()))
+    return used
 
 
-def _patterns(tree: Any, loc: Loc) -> Iterator[tuple[str, Loc, tuple]]:
+def _patterns(tree: Any, loc: Loc, found: list[tuple[str, Loc]]) -> None:
+    """Append each `names:` pattern below `tree` to `found`, with its location, in order."""
     if isinstance(tree, dict):
         for key, value in tree.items():
             if key == "names" and isinstance(value, str):
-                yield value, loc_of(tree, key, loc), ()
-            else:
-                yield from _patterns(value, loc_of(tree, key, loc))
+                found.append((value, loc_of(tree, key, loc)))
+            elif isinstance(value, (dict, list)):
+                _patterns(value, loc_of(tree, key, loc), found)
     elif isinstance(tree, list):
         for i, value in enumerate(tree):
-            yield from _patterns(value, loc_of(tree, i, loc))
+            if isinstance(value, (dict, list)):
+                _patterns(value, loc_of(tree, i, loc), found)
 
 
-def expressions(tree: Any, loc: Loc, path: tuple = ()) -> Iterator[tuple[str, Loc, tuple]]:
-    """Every `$...` string below `tree`: its text, its location and its path of keys and indices."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from expressions(value, loc_of(tree, key, loc), (*path, key))
-    elif isinstance(tree, list):
-        for i, value in enumerate(tree):
-            yield from expressions(value, loc_of(tree, i, loc), (*path, i))
+def expressions(tree: Any, loc: Loc, path: tuple = ()) -> list[tuple[str, Loc, tuple]]:
+    """Every `$...` string below `tree`, in order: its text, its location and its path of keys and indices."""
+    found: list[tuple[str, Loc, tuple]] = []
+    if isinstance(tree, (dict, list)):
+        _expressions(tree, loc, path, found)
     elif expr.is_expression(tree):
-        yield tree, loc, path
+        found.append((tree, loc, path))
+    return found
+
+
+def _expressions(tree: Any, loc: Loc, path: tuple, found: list[tuple[str, Loc, tuple]]) -> None:
+    # Built as one list (not generators yielding through every level): a spec has thousands of values.
+    entries = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for key, value in entries:
+        if isinstance(value, (dict, list)):
+            _expressions(value, loc_of(tree, key, loc), (*path, key), found)
+        elif isinstance(value, str) and value.startswith("$"):  # expr.is_expression, inline
+            found.append((value, loc_of(tree, key, loc), (*path, key)))

@@ -25,9 +25,16 @@ def infer_shapes(graph: Expanded) -> Graph:
     """
     shapes: dict[str, Shape] = {INPUT: graph.input_shape}
     nodes: dict[str, Node] = {}
+    # A rule is a function of its op's arguments and its input shapes: the layers of equal block instances,
+    # which share their (frozen) arguments, take the shape found for the first of them on equal inputs.
+    found: dict[tuple, Shape] = {}
     for node_id in graph.order():
         node = graph.nodes[node_id]
-        shape = infer_node(node, node.inputs, [shapes[i] for i in node.inputs])
+        inputs = [shapes[i] for i in node.inputs]
+        key = (node.op, id(node.args), *inputs)
+        shape = found.get(key)
+        if shape is None:
+            shape = found[key] = infer_node(node, node.inputs, inputs)
         shapes[node_id] = shape
         nodes[node_id] = Node.shaped(node, shape)
     rest = {f.name: getattr(graph, f.name) for f in fields(_Graph) if f.name != "nodes"}

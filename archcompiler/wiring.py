@@ -88,10 +88,13 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
     from_locs: dict[str, Loc] = {}  # node -> the `from:` that feeds it, for cycle errors
     inputs: dict[str, list[str]] = {}
     for layer in layers.values():
+        resolved = []
         for i in layer.inputs:
             if isinstance(i, Ref):
-                from_locs[layer.id] = i.loc
-        inputs[layer.id] = [resolver.resolve(i) for i in layer.inputs]
+                from_locs[layer.id] = i.loc  # the last reference among its inputs
+                i = resolver.resolve(i)
+            resolved.append(i)
+        inputs[layer.id] = resolved
     wired_scopes = {k: Scope(s.id, s.kind, s.block, s.loc, s.parent, resolver.resolve(scope_outputs[k]), s.nodes,
                              s.args) for k, s in scopes.items()}
     _refuse_cycles(layers, inputs, from_locs)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import textwrap
+
 import pytest
 
+import archcompiler
 from archcompiler import SpecError
 from archcompiler.expand import expand
 from archcompiler.graph import INPUT
 
-from conftest import make_spec
+from conftest import ROOT, make_spec
 
 C1 = "{conv: {out: 3, k: 1}}"  # a shape-neutral layer for 3-channel inputs
 
@@ -886,3 +891,213 @@ def test_when_on_a_shortcut_switches_the_projection():
 def test_layer_named_like_an_op_holding_a_chain():
     g = graph("conv: [{conv: {out: 3, k: 1}}, relu]\nblock: {conv: {seq: [relu]}}")
     assert list(g.nodes) == ["conv.0", "conv.1", "block.conv.0"]
+
+
+# -- equal block instances: expanded once, copied after ------------------------
+
+walk_module = importlib.import_module("archcompiler.expand")  # the module (the package's `expand` is its function)
+
+UNIT = """
+unit:
+  params: {c: 3, k: 1}
+  seq:
+    conv1: {conv: {out: $c, k: $k}}
+    act: relu
+"""
+
+
+def _compiled(spec) -> object:
+    """Everything a compile makes of `spec` (nodes, scopes, outputs, summary), or its error with its location."""
+    try:
+        g = archcompiler.compile_graph(spec)
+    except SpecError as exc:
+        return "error", str(exc)
+    return {"nodes": [repr(n) for n in g.nodes.values()], "scopes": [repr(s) for s in g.scopes.values()],
+            "outputs": [repr(o) for o in g.outputs.values()], "summary": archcompiler.summary(spec).to_dict()}
+
+
+def copied_and_walked(monkeypatch, body: str, **header) -> tuple[object, int]:
+    """`body` compiled with equal block instances copied and with every instance walked: the results must be
+    equal.  Returns the result and how many instances were copies."""
+    copies = [0]
+    replay = walk_module._Walk._replay
+
+    def counted(self, *args):
+        copies[0] += 1
+        return replay(self, *args)
+
+    monkeypatch.setattr(walk_module._Walk, "_replay", counted)
+    with_copies = _compiled(make_spec(body, **header))
+    copies[0] = 0
+    with contextlib.suppress(SpecError):
+        expand(make_spec(body, **header))
+    made = copies[0]
+    monkeypatch.setattr(walk_module, "MEMOISE_INSTANCES", False)
+    walked = _compiled(make_spec(body, **header))
+    assert copies[0] == made  # the walk copies nothing
+    assert with_copies == walked
+    return with_copies, made
+
+
+def test_equal_instances_are_copied_and_equal_the_walk(monkeypatch):
+    result, copies = copied_and_walked(monkeypatch, """
+    first: {unit: []}
+    stage: {unit: [], repeat: 3}
+    other: {unit: {c: 4}}
+    again: {unit: {c: 4}}
+    """, blocks=UNIT, outputs="o: again")
+    assert copies == 4  # stage.0-2 copy `first`, `again` copies `other`
+    assert [n.split("(")[1].split(",")[0] for n in result["nodes"]][:6] == [
+        "id='first.conv1'", "id='first.act'", "id='stage.0.conv1'", "id='stage.0.act'", "id='stage.1.conv1'",
+        "id='stage.1.act'"]
+
+
+def test_argument_values_of_other_types_are_other_instances(monkeypatch):
+    _, copies = copied_and_walked(monkeypatch, """
+    a: {unit: {c: 3}}
+    b: {unit: {c: 3.0}}
+    c: {unit: {c: true}}
+    """, blocks=UNIT.replace("out: $c", "out: \"${int(c) * 3}\""), outputs="o: c")
+    assert copies == 0
+
+
+def test_an_instance_reading_in_is_copied_only_onto_an_equal_input_shape(monkeypatch):
+    result, copies = copied_and_walked(monkeypatch, """
+    x: {keep: [], repeat: 3}
+    wide: {conv: {out: 5, k: 1}}
+    y: {keep: [], repeat: 2}
+    """, blocks="""
+    keep:
+      seq:
+        a: {conv: {out: $in, k: 1}}
+        b: {relu: {}, when: "${in < 4}"}
+    """, outputs="o: y")
+    assert copies == 3  # x.1 and x.2 on 3 channels, y.1 on 5
+    nodes = " ".join(result["nodes"])
+    assert "'x.2.b'" in nodes and "'y.0.b'" not in nodes and "'y.1.a'" in nodes
+
+
+def test_an_instance_with_a_from_is_walked_each_time(monkeypatch):
+    _, copies = copied_and_walked(monkeypatch, """
+    stem: {conv: {out: 3, k: 1}}
+    t: {tap: [], repeat: 3}
+    u: {inner: [], repeat: 2}
+    """, blocks="""
+    tap:                # `stem` is outside the block
+      seq:
+        a: {conv: {out: 3, k: 1}}
+        b: {add: null, from: [a, stem]}
+    inner:              # `a` is inside, yet looked up through the names around
+      seq:
+        a: {conv: {out: 3, k: 1}}
+        b: {relu: {}, from: a}
+    """, outputs="o: u")
+    assert copies == 0
+
+
+def test_names_inside_copies_are_found_from_outside(monkeypatch):
+    result, copies = copied_and_walked(monkeypatch, """
+    u: {unit: []}
+    v: {unit: []}
+    side: {relu: {}, from: u.conv1}
+    j: {add: null, from: [side, v]}
+    """, blocks=UNIT, outputs="o: j\nmid: {node: v.conv1, train_only: true}")
+    assert copies == 1
+    assert "Output(name='mid', node='v.conv1'" in " ".join(result["outputs"])
+
+
+def test_scopeless_names_keep_their_own_paths(monkeypatch):
+    result, copies = copied_and_walked(monkeypatch, """
+    s1: {seq: {_a: {unit: []}}}
+    s2: {seq: {b: {unit: []}}}
+    s3: {seq: {_c: {unit: []}}}
+    s4: {seq: {d: {unit: []}}}
+    s5: {seq: {e: {split: []}}}
+    s6: {seq: {f: {split: []}}}
+    """, blocks=UNIT + textwrap.dedent("""
+    split:
+      seq:
+        _inner: {seq: [{conv: {out: 3, k: 1}}, relu]}
+    """), outputs="o: s6")
+    assert copies == 2  # s4.d copies s2.b, s6.f copies s5.e; `_a` and `_c` add no level, and are walked
+    nodes = " ".join(result["nodes"])
+    assert "'s1.conv1'" in nodes and "'s3.act'" in nodes and "'s4.d.conv1'" in nodes and "'s6.f.0'" in nodes
+
+
+def test_names_patterns_when_and_the_repeat_index(monkeypatch):
+    result, copies = copied_and_walked(monkeypatch, """
+    a: {row: [], repeat: 2}
+    b: {row: {on: false}, repeat: 2}
+    c: {row: {n: "${i + 1}"}, repeat: 3}
+    """, blocks="""
+    row:
+      params: {n: 2, on: true}
+      seq:
+        cells: {conv: {out: 3, k: 1}, repeat: $n, names: "cell{i + 1}"}
+        gate: {relu: {}, when: $on}
+    """, outputs="o: c")
+    assert copies == 3  # a.1, b.1, and c.1 (n = 2, on: as a.0); c.0 and c.2 have an n of their own
+    nodes = " ".join(result["nodes"])
+    assert "'a.1.cells.cell2'" in nodes and "'b.1.gate'" not in nodes and "'c.2.cells.cell3'" in nodes
+
+
+def test_defaults_of_the_spec_and_of_the_block(monkeypatch):
+    result, copies = copied_and_walked(monkeypatch, "x: {d: [], repeat: 3}", defaults="conv: {bias: false}",
+                                       blocks="""
+    d:
+      defaults: {conv: {k: 3, pad: 1}}
+      seq: [{conv: {out: 3}}, {conv: {out: 3, k: 1, pad: 0}}]
+    """, outputs="o: x")
+    assert copies == 2
+
+
+def test_nested_blocks_are_copied_whole(monkeypatch):
+    _, copies = copied_and_walked(monkeypatch, "a: {outer: [], repeat: 3}", blocks=UNIT + textwrap.dedent("""
+    outer:
+      seq:
+        p: {unit: []}
+        q: {unit: {c: 4}}
+        r: {unit: {c: 4}}
+    """), outputs="o: a")
+    assert copies == 3  # a.0.r copies a.0.q; a.1 and a.2 copy a.0
+
+
+def test_an_instance_whose_when_is_false_and_list_arguments(monkeypatch):
+    _, copies = copied_and_walked(monkeypatch, """
+    first: {conv: {out: 3, k: 1}}
+    x: {opt: [], repeat: 3}
+    y: {opt: {on: true}}
+    z: {lst: [[1, 1]], repeat: 2}
+    """, blocks="""
+    opt:
+      params: {on: false}
+      seq: {a: {conv: {out: 3, k: 1}}}
+      when: $on
+    lst:
+      params: [ks]
+      conv: {out: 3, k: $ks}
+    """, outputs="o: z")
+    assert copies == 2  # x.1 and x.2 (switched off); a list argument is never a key
+
+
+@pytest.mark.parametrize("body,blocks", [
+    ("x: {unit: [], repeat: 2, names: same}", UNIT),  # the copy claims a name the first one took
+    ("x: {bad: [], repeat: 2}", "bad:\n  seq: [{conv: {out: 3, k: 1, bogus: 1}}]"),  # an error in the first
+    ("x: {r: []}", "r:\n  seq: {a: {q: []}}\nq:\n  seq: {a: {conv: {out: 3, k: 1}}, b: {r: []}}"),
+])
+def test_a_copy_raises_what_the_walk_raises(monkeypatch, body, blocks):
+    result, _ = copied_and_walked(monkeypatch, body, blocks=blocks, outputs="o: x")
+    assert result[0] == "error"
+
+
+def test_a_copy_stops_at_the_layer_bound_where_the_walk_does(monkeypatch):
+    monkeypatch.setattr(walk_module, "MAX_NODES", 7)
+    result, copies = copied_and_walked(monkeypatch, "x: {unit: [], repeat: 5}", blocks=UNIT, outputs="o: x")
+    assert copies >= 1 and result[0] == "error" and "grows past 7 layers" in result[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "specs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_zoo_spec_compiles_alike_with_copies_and_walked(monkeypatch, path):
+    with_copies = _compiled(str(path))
+    monkeypatch.setattr(walk_module, "MEMOISE_INSTANCES", False)
+    assert with_copies == _compiled(str(path))
