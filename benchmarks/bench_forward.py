@@ -178,7 +178,13 @@ def measure(name: str, libraries: dict[str, Any], repeat: int, skip_compile: boo
         expected = ref(x)
         row["eager_difference"] = _relative(model(x), expected)
         row["inference_difference"] = _relative(fast(x), expected)
-        if max(row["eager_difference"], row["inference_difference"]) > AGREE:
+        # Folding BatchNorm changes float rounding.  Under the deterministic fill a deep network can magnify
+        # that past any tolerance (efficientnet_v2_s: a 1e-6 change of the input moves its output by half),
+        # so a larger difference counts only where the network itself is that insensitive.
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+        row["rounding_sensitivity"] = _relative(model(x * (1 + 1e-6 * noise)), expected)
+        if row["eager_difference"] > AGREE or (row["inference_difference"] > AGREE
+                                               and row["rounding_sensitivity"] <= AGREE):
             raise RuntimeError(f"outputs differ from the reference's: eager {row['eager_difference']:.2e}, "
                                f"inference build {row['inference_difference']:.2e}")
         row["eager"] = _cell(*_interleaved(lambda: model(x), lambda: ref(x), repeat))
@@ -228,7 +234,7 @@ def _r(cell: Optional[dict[str, Any]]) -> str:
 
 def print_table(data: dict[str, Any]) -> None:
     headers = ["network", "eager", "train", "compile time", "compiled", "inference", "(min/min)", "speed-up",
-               "target"]
+               "target", "difference (eager / inference)"]
     rows = []
     for r in data["results"]:
         if "error" in r:
@@ -237,9 +243,11 @@ def print_table(data: dict[str, Any]) -> None:
         c = r.get("compile")
         inf = r["inference"]
         verdict = "n/a (no BN)" if r["meets_target"] is None else "met" if r["meets_target"] else "MISSED"
+        sensitive = r["rounding_sensitivity"] > AGREE
         rows.append([r["name"], _r(r["eager"]), _r(r["train"]), f"{c['compile_ratio']:.2f}" if c else "-",
                      _r(c["steady"]) if c else "-", _r(inf), f"{inf['ratio_min']:.2f}",
-                     f"{1 / inf['ratio']:.2f}x", verdict])
+                     f"{1 / inf['ratio']:.2f}x", verdict,
+                     f"{r['eager_difference']:.1e} / {r['inference_difference']:.1e}{'*' if sensitive else ''}"])
     print(f"archc / reference, median time ratios (below 1: archc faster); batch {BATCH}, "
           f"{data['repeat']} interleaved runs after a warm-up; ~: a side's runs spread over {NOISY}x")
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
@@ -256,6 +264,13 @@ def print_table(data: dict[str, Any]) -> None:
               "libraries")
     print("inference: archc's inference build against the reference's eager forward; "
           f"target: at most {TARGET:.3f} (1.2x the throughput) for every network with BatchNorm")
+    print("difference: the largest relative difference of the eval outputs from the reference's")
+    for r in data["results"]:
+        if "error" not in r and r["rounding_sensitivity"] > AGREE:
+            print(f"*: {r['name']} under the deterministic fill magnifies float rounding (a 1e-6 relative change "
+                  f"of its input moves its output by {r['rounding_sensitivity']:.1e}), so the inference build's "
+                  "folded weights cannot be checked against it here; tests/test_optimize.py checks that network "
+                  "with random weights")
     for e in data["errors"]:
         print(f"!!! ERROR {e}", file=sys.stderr)
 

@@ -114,6 +114,7 @@ def test_bench_forward_against_the_emitted_source(tmp_path):
     [row] = data["results"]
     assert row["baseline"] == "archc's emitted standalone source"
     assert row["eager_difference"] == 0.0 and row["inference_difference"] < 1e-5
+    assert 0 < row["rounding_sensitivity"] < 1e-3  # a tiny net does not magnify rounding
     for kind in ("eager", "train", "inference"):
         cell = row[kind]
         assert cell["ratio"] == cell["archc_ms"] / cell["reference_ms"]
