@@ -87,6 +87,14 @@ def counting(include: Optional[str] = None, like: Optional[str] = None) -> Optio
     return Counting(kinds, like)
 
 
+def named_row(rows: Any, name: str) -> Any:
+    """The row called `name` (a layer's or block's dotted name) of a report's rows; KeyError if none."""
+    for r in rows:
+        if r.name == name:
+            return r
+    raise KeyError(name)
+
+
 def runs_as(graph: Graph) -> dict[str, RunsAs]:
     """How each node runs in the compiled model's forward: the input it overwrites, where
     `codegen.inplace_plan` lets it (an activation then runs as its in-place function, not its module)."""
@@ -153,10 +161,7 @@ class Report:
         return (self.total_params + self.total_buffers) * bytes_per_value
 
     def row(self, name: str) -> Row:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(name)
+        return named_row(self.rows, name)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -35,9 +35,9 @@ INPUT = "input"  # the id of the model's input node
 # torch; tests/test_graph.py keeps the list in step with the installed torch.
 MODULE_ATTRIBUTES = frozenset((
     "EvalOutputs", "Outputs", "T_destination", "_apply", "_backward_hooks", "_backward_pre_hooks", "_buffers",
-    "_call_impl", "_compiled_call_impl", "_forward_all", "_forward_all_parts", "_forward_code", "_forward_hooks",
-    "_forward_hooks_always_called", "_forward_hooks_with_kwargs", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
-    "_get_backward_hooks",
+    "_call_impl", "_compiled_call_impl", "_forward_all", "_forward_all_code", "_forward_all_parts",
+    "_forward_all_text", "_forward_code", "_forward_hooks", "_forward_hooks_always_called",
+    "_forward_hooks_with_kwargs", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_get_backward_hooks",
     "_get_backward_pre_hooks", "_get_name", "_is_full_backward_hook", "_is_torch_compile", "_load_from_state_dict",
     "_load_state_dict_post_hooks", "_load_state_dict_pre_hooks", "_maybe_warn_non_full_backward_hook", "_modules",
     "_named_members", "_non_persistent_buffers_set", "_parameters", "_register_load_state_dict_pre_hook",

@@ -48,15 +48,22 @@ class CompiledModel(nn.Module):
 
     @property
     def code(self) -> str:
-        return self._forward_code + "\n" + _forward_all_source(*self._forward_all_parts)
+        return self._forward_code + "\n" + self._forward_all_text()
+
+    @classmethod
+    def _forward_all_text(cls) -> str:
+        """`_forward_all`'s source, generated the first time it is asked for and kept on the network's class."""
+        text = cls.__dict__.get("_forward_all_code")
+        if text is None:
+            text = cls._forward_all_code = _forward_all_source(*cls._forward_all_parts)
+        return text
 
     def _forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every node's value, by node id (`runtime_shapes`).  Its source is generated and compiled the first
-        time a network's class is asked, then kept on that class: building a model does not pay for it."""
+        """Every node's value, by node id (`runtime_shapes`).  It is compiled the first time a network's class
+        is asked, then kept on that class: building a model does not pay for it."""
         cls = type(self)
-        source = _forward_all_source(*cls._forward_all_parts)
-        cls._forward_all = _compiled(source, f"<archc:{self.graph.name}:_forward_all>", {"torch": torch, "F": F},
-                                     "_forward_all")
+        cls._forward_all = _compiled(cls._forward_all_text(), f"<archc:{self.graph.name}:_forward_all>",
+                                     {"torch": torch, "F": F}, "_forward_all")
         return cls._forward_all(self, x)
 
 

@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from .analysis import runs_as
+from .analysis import named_row, runs_as
 from .codegen import execution_order
 from .errors import UserError
 from .graph import INPUT, Graph
@@ -90,10 +90,7 @@ class TrainingMemory:
         return OPTIMIZERS[self.optimizer]
 
     def row(self, name: str) -> MemoryRow:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(name)
+        return named_row(self.rows, name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
