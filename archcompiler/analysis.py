@@ -38,7 +38,7 @@ from typing import Any, Mapping, Optional
 
 from .errors import UserError
 from .graph import INPUT, Graph, frozen
-from .ops import OPS, Shape, counting_convention
+from .ops import OPS, RuleMemo, Shape, counting_convention
 from .ops.registry import COST_KINDS, COUNTERS, Costs, RunsAs, _pointwise
 
 
@@ -95,21 +95,26 @@ def named_row(rows: Any, name: str) -> Any:
     raise KeyError(name)
 
 
+def _overwrite(node: Any, inputs: list[Shape]) -> dict[int, str]:
+    return OPS[node.op].lowering(node.args, inputs).overwrite
+
+
+def _facts(op: Any, node: Any, inputs: list[Shape]) -> tuple[Any, int, int, int]:
+    """A layer's window, parameters, buffers and MACs, by its op's rules."""
+    return (op.window(node.args, inputs), *op.params(node.args, inputs), op.macs(node.args, inputs, node.shape))
+
+
 def runs_as(graph: Graph) -> dict[str, RunsAs]:
     """How each node runs in the compiled model's forward: the input it overwrites, where
     `codegen.inplace_plan` lets it (an activation then runs as its in-place function, not its module)."""
     from .codegen import execution_order, inplace_plan
 
-    # Which inputs an op may write into is part of its lowering, a function of its arguments and input shapes:
-    # made once for the layers of equal block instances, which share their (frozen) arguments.
-    found: dict[tuple, dict[int, str]] = {}
+    # Which inputs an op may write into is part of its lowering.
+    found: RuleMemo[dict[int, str]] = RuleMemo()
     overwrite = {}
     for n in graph.nodes.values():
         inputs = graph.input_shapes(n.id)
-        key = (n.op, id(n.args), *inputs)
-        if key not in found:
-            found[key] = OPS[n.op].lowering(n.args, inputs).overwrite
-        overwrite[n.id] = found[key]
+        overwrite[n.id] = found(n.op, n.args, inputs, _overwrite, n, inputs)
     plan = inplace_plan(graph, execution_order(graph), overwrite, {o.node for o in graph.outputs.values()})
     return {n: RunsAs(into=plan.get(n)) for n in graph.nodes}
 
@@ -227,9 +232,8 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     runs = runs_as(graph) if counting is not None else {}
     shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
     shapes[INPUT] = graph.input_shape  # as `Graph.shape_of`
-    # The rules are functions of an op's arguments and shapes: the layers of equal block instances, which share
-    # their (frozen) arguments, take what was found for the first of them on equal shapes.
-    found: dict[tuple, tuple[Any, int, int, int]] = {}
+    found: RuleMemo[tuple[Any, int, int, int]] = RuleMemo()
+    found_costs: RuleMemo[Costs] = RuleMemo()
     windows = {}  # each node's window, once: the receptive fields and the rows read them too
     # One pass over the layers counts each and adds it into every scope around it.
     scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
@@ -237,19 +241,13 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     totals = [0, 0, 0, 0, 0]  # params, buffers, eval-mode MACs, train-only MACs, eval-mode activations
     for node_id, node in graph.nodes.items():
         inputs = [shapes[i] for i in node.inputs]
-        key = (node.op, id(node.args), node.shape, *inputs)
-        facts = found.get(key)
-        if facts is None:
-            op = OPS[node.op]
-            facts = found[key] = (op.window(node.args, inputs), *op.params(node.args, inputs),
-                                  op.macs(node.args, inputs, node.shape))
-        window, params, buffers, macs = facts
+        op = OPS[node.op]
+        window, params, buffers, macs = found(node.op, node.args, (node.shape, *inputs), _facts, op, node, inputs)
         windows[node_id] = window
         if counting is not None:
             how = runs[node_id]
-            costs = found.get((key, how))
-            if costs is None:
-                costs = found[key, how] = OPS[node.op].costs(node.args, inputs, node.shape, how)
+            costs = found_costs(node.op, node.args, (how, node.shape, *inputs), op.costs, node.args, inputs,
+                                node.shape, how)
             macs = counting.of(macs, costs)
         macs *= batch
         acts = math.prod(node.shape) * batch
@@ -276,7 +274,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
 
     rows: list[Row] = []
     opened: set[str] = set()
-    labels: dict[tuple[str, int], str] = {}  # a label is a function of the op's arguments
+    labels: RuleMemo[str] = RuleMemo()
     for node in graph.nodes.values():
         for scope_id in node.scopes:
             if scope_id in opened:
@@ -296,9 +294,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
         op = OPS[node.op]
         kernel = tuple(windows[node.id][0]) if op.window is not _pointwise else None
         rf, jump = fields[node.id]
-        label = labels.get((node.op, id(node.args)))
-        if label is None:
-            label = labels[node.op, id(node.args)] = op.label(node.args)
+        label = labels(node.op, node.args, (), op.label, node.args)
         rows.append(frozen(
             Row, name=node.id, kind="layer", op=node.op, label=label, depth=len(node.scopes) + 1,
             output_shape=node.shape, params=params, buffers=buffers, macs=macs, activations=acts,

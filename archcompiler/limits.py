@@ -22,7 +22,7 @@ import re
 
 from .errors import SpecError, UserError
 from .graph import INPUT, Graph
-from .ops import OPS
+from .ops import OPS, RuleMemo
 
 # 8 GiB: an ordinary laptop builds any zoo network many times over within it
 # (VGG-16, the largest, needs about 0.6 GiB at batch 1), and it still stops a
@@ -76,14 +76,10 @@ def check_memory(graph: Graph, max_bytes: int = DEFAULT_MAX_MEMORY, batch: int =
                         hint=hint.replace("make the layer smaller", "make the input smaller"))
     shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
     shapes[INPUT] = graph.input_shape
-    found: dict[tuple, tuple[int, int]] = {}  # a params rule is a function of the op's arguments and input shapes
+    found: RuleMemo[tuple[int, int]] = RuleMemo()
     for node in graph.nodes.values():
         inputs = [shapes[i] for i in node.inputs]
-        key = (node.op, id(node.args), *inputs)
-        counts = found.get(key)
-        if counts is None:
-            counts = found[key] = OPS[node.op].params(node.args, inputs)
-        trainable, buffers = counts
+        trainable, buffers = found(node.op, node.args, inputs, OPS[node.op].params, node.args, inputs)
         own = (trainable + buffers) * BYTES_PER_VALUE
         out = math.prod(node.shape) * batch * BYTES_PER_VALUE
         if own > max_bytes:

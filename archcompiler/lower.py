@@ -28,7 +28,7 @@ from .codegen import RESERVED, Names, execution_order, inplace_plan, instantiate
 from .errors import UserError
 from .graph import INPUT, Graph
 from .graph import class_name as python_class_name
-from .ops import OPS, Lowered, Lowering
+from .ops import OPS, Lowered, Lowering, RuleMemo
 
 
 class Container(nn.Module):
@@ -77,17 +77,13 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = Tr
         raise UserError(f"the seed must be a whole number from 0 to 2**64 - 1 (torch's range), got {str(seed)[:40]}")
     device_ctx = torch.device(device) if device is not None else nullcontext()
     built: dict[str, Lowered] = {}
-    # A description is a function of its op's arguments and input shapes: the layers of equal block
-    # instances, which share their (frozen) arguments, are made from one (each its own module).
-    descriptions: dict[tuple, Lowering] = {}
+    # The layers of equal block instances are made from one description, each its own module.
+    descriptions: RuleMemo[Lowering] = RuleMemo()
     with torch.random.fork_rng(devices=[]), device_ctx:
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
             shapes = graph.input_shapes(node.id)
-            key = (node.op, id(node.args), *shapes)
-            description = descriptions.get(key)
-            if description is None:
-                description = descriptions[key] = OPS[node.op].lowering(node.args, shapes)
+            description = descriptions(node.op, node.args, shapes, OPS[node.op].lowering, node.args, shapes)
             built[node.id] = instantiate(description)
     return assemble(graph, built, inplace=inplace)
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .errors import SpecError
 from .graph import INPUT, Expanded, Graph, Node, _Graph
-from .ops import OPS, Shape, ShapeError, fmt_shape
+from .ops import OPS, RuleMemo, Shape, ShapeError, fmt_shape
 
 
 def infer_shapes(graph: Expanded) -> Graph:
@@ -25,17 +25,11 @@ def infer_shapes(graph: Expanded) -> Graph:
     """
     shapes: dict[str, Shape] = {INPUT: graph.input_shape}
     nodes: dict[str, Node] = {}
-    # A rule is a function of its op's arguments and its input shapes: the layers of equal block instances,
-    # which share their (frozen) arguments, take the shape found for the first of them on equal inputs.
-    found: dict[tuple, Shape] = {}
+    found: RuleMemo[Shape] = RuleMemo()
     for node_id in graph.order():
         node = graph.nodes[node_id]
         inputs = [shapes[i] for i in node.inputs]
-        key = (node.op, id(node.args), *inputs)
-        shape = found.get(key)
-        if shape is None:
-            shape = found[key] = infer_node(node, node.inputs, inputs)
-        shapes[node_id] = shape
+        shape = shapes[node_id] = found(node.op, node.args, inputs, infer_node, node, node.inputs, inputs)
         nodes[node_id] = Node.shaped(node, shape)
     rest = {f.name: getattr(graph, f.name) for f in fields(_Graph) if f.name != "nodes"}
     return Graph(**rest, nodes={k: nodes[k] for k in graph.nodes})

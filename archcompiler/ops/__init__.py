@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from .registry import (ACTIVATIONS, CATEGORIES, INPLACE_ACTIVATIONS, Autograd,  # noqa: E501
                        POINTWISE, REQUIRED, ActName, Arg, Args, Category, Const, Construct,
-                       InChannels, Kw, Lowered, Lowering, NoArgs, OpDef, OPS, Pair, PaperRole, Ref, Shape, ShapeError,
+                       InChannels, Kw, Lowered, Lowering, NoArgs, OpDef, OPS, Pair, PaperRole, Ref, RuleMemo, Shape,
+                       ShapeError,
                        Window, act_call, counted_ops, counting_convention, fmt_shape, join_op, pair, register,
                        spec_ops, weighted_families)
 from .conv import ConvArgs, NormArgs, conv_padding  # noqa: E402  (each family registers its ops on import)
@@ -30,7 +31,7 @@ from .join import JoinArgs  # noqa: E402
 __all__ = [
     "ACTIVATIONS", "CATEGORIES", "INPLACE_ACTIVATIONS", "Autograd",
     "POINTWISE", "REQUIRED", "ActName", "Arg", "Args", "Category", "Const", "Construct",
-    "InChannels", "Kw", "Lowered", "Lowering", "NoArgs", "OpDef", "OPS", "Pair", "PaperRole", "Ref", "Shape",
+    "InChannels", "Kw", "Lowered", "Lowering", "NoArgs", "OpDef", "OPS", "Pair", "PaperRole", "Ref", "RuleMemo", "Shape",
     "ShapeError", "Window", "act_call", "counted_ops", "counting_convention", "fmt_shape", "join_op", "pair",
     "register", "spec_ops", "weighted_families", "ConvArgs", "NormArgs", "conv_padding", "AdaptivePoolArgs",
     "AvgPoolArgs", "PoolArgs", "BatchNormArgs", "LayerNormArgs", "LRNArgs", "ChannelShuffleArgs", "ChunkArgs",

@@ -12,7 +12,7 @@ source (`emit`) are made from (`codegen`).  No torch here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Literal, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, StrictInt
 
@@ -512,6 +512,35 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {}
+
+
+T = TypeVar("T")
+
+
+class RuleMemo(Generic[T]):
+    """What one pass over a graph found with an op's rules, kept per (op, arguments, shapes).
+
+    Every rule is a function of its op's arguments and its shapes (plus, for some, how the node runs).  The
+    layers of equal block instances share one frozen arguments object (`expand` replays them), so the
+    object's identity stands for its value and the pass finds each rule's result once per distinct layer,
+    without hashing the arguments.  The memo keeps each arguments object alive beside its result, so an id
+    it holds is never reused for another object.  `infer_shapes`, `check_memory`, `analyze`, `runs_as` and
+    `lower` each make one per pass.
+    """
+
+    __slots__ = ("_found",)
+
+    def __init__(self) -> None:
+        self._found: dict[tuple, tuple[Any, T]] = {}
+
+    def __call__(self, op: str, args: Any, key: Iterable[Hashable], make: Callable[..., T], *inputs: Any) -> T:
+        """The result for `op` with `args` on `key` (the shapes, and anything else the rule reads);
+        `make(*inputs)` computes it the first time."""
+        full = (op, id(args), *key)
+        hit = self._found.get(full)
+        if hit is None:
+            hit = self._found[full] = (args, make(*inputs))
+        return hit[1]
 
 
 def register(op: OpDef) -> OpDef:
