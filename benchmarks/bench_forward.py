@@ -49,6 +49,7 @@ for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+import machine  # noqa: E402  (benchmarks/machine.py)
 import torch  # noqa: E402
 
 import archcompiler  # noqa: E402  (after the sys.path fix-up)
@@ -254,7 +255,8 @@ def print_table(data: dict[str, Any]) -> None:
     for row in [headers, *rows]:
         print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     env = data["environment"]
-    print(f"torch {env['torch']} ({env['threads']} thread(s), {env['cpus']} cpus), python {env['python']}, "
+    print(f"torch {env['torch']} ({env['threads']} thread(s), {env['cpus']} cpus: {env.get('cpu', '?')}), "
+          f"python {env['python']}, "
           f"{env.get('torchvision') or 'no torchvision'}, {env.get('timm') or 'no timm'}")
     baselines = sorted({r["baseline"] for r in data["results"] if "baseline" in r})
     print("reference: " + "; ".join(baselines))
@@ -314,6 +316,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         gc.collect()
     data = {"results": results, "errors": errors, "repeat": args.repeat, "batch": BATCH, "target": TARGET,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                            "cpu": machine.cpu(),
                             "python": platform.python_version(),
                             **{k: f"{k} {v.__version__}" for k, v in libraries.items()}}}
     if args.json:

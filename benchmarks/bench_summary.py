@@ -58,6 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import machine  # noqa: E402  (benchmarks/machine.py)
+
 import archcompiler  # noqa: E402  (after the sys.path fix-up)
 
 TARGET = 50.0  # the static summary is to be at least this many times faster (issue 14)
@@ -313,6 +315,7 @@ def run(paths: list[str], repeat: int, static_repeat: int, threads: int | None =
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(),
+            "cpu": machine.cpu(),
             "platform": platform.platform(),
             "archc": getattr(archcompiler, "__version__", "?"),
         },
@@ -381,7 +384,8 @@ def print_table(data: dict[str, Any]) -> None:
                   "torchinfo.summary on the built model")
 
     env = data["environment"]
-    print(f"torch {env['torch']} ({env['torch_threads']} thread(s), {env['cpus']} cpus), python {env['python']}; "
+    print(f"torch {env['torch']} ({env['torch_threads']} thread(s), {env['cpus']} cpus: {env.get('cpu', '?')}), "
+          f"python {env['python']}; "
           f"torch import {data['torch_import_ms']:,.0f} ms, excluded from the baseline")
     if data["torch_imported_before_static"]:
         print("note: torch was already imported before the static side ran")
