@@ -232,6 +232,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     runs = runs_as(graph) if counting is not None else {}
     shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
     shapes[INPUT] = graph.input_shape  # as `Graph.shape_of`
+    # Keyed on the input shapes alone: the output shape is the shape rule's, a function of the same.
     found: RuleMemo[tuple[Any, int, int, int]] = RuleMemo()
     found_costs: RuleMemo[Costs] = RuleMemo()
     windows = {}  # each node's window, once: the receptive fields and the rows read them too
@@ -242,12 +243,11 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     for node_id, node in graph.nodes.items():
         inputs = [shapes[i] for i in node.inputs]
         op = OPS[node.op]
-        window, params, buffers, macs = found(node.op, node.args, (node.shape, *inputs), _facts, op, node, inputs)
+        window, params, buffers, macs = found(node.op, node.args, inputs, _facts, op, node, inputs)
         windows[node_id] = window
         if counting is not None:
             how = runs[node_id]
-            costs = found_costs(node.op, node.args, (how, node.shape, *inputs), op.costs, node.args, inputs,
-                                node.shape, how)
+            costs = found_costs(node.op, node.args, (how, *inputs), op.costs, node.args, inputs, node.shape, how)
             macs = counting.of(macs, costs)
         macs *= batch
         acts = math.prod(node.shape) * batch

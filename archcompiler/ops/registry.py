@@ -528,19 +528,22 @@ class RuleMemo(Generic[T]):
     `lower` each make one per pass.
     """
 
-    __slots__ = ("_found",)
+    __slots__ = ("_found", "_alive")
 
     def __init__(self) -> None:
-        self._found: dict[tuple, tuple[Any, T]] = {}
+        self._found: dict[tuple, T] = {}
+        self._alive: list[Any] = []  # every arguments object keyed on, so that its id stays its own
 
     def __call__(self, op: str, args: Any, key: Iterable[Hashable], make: Callable[..., T], *inputs: Any) -> T:
         """The result for `op` with `args` on `key` (the shapes, and anything else the rule reads);
         `make(*inputs)` computes it the first time."""
         full = (op, id(args), *key)
-        hit = self._found.get(full)
-        if hit is None:
-            hit = self._found[full] = (args, make(*inputs))
-        return hit[1]
+        try:
+            return self._found[full]
+        except KeyError:
+            self._alive.append(args)
+            value = self._found[full] = make(*inputs)
+            return value
 
 
 def register(op: OpDef) -> OpDef:
