@@ -11,6 +11,9 @@ In: a `CompiledModel` from `lower` (initialised, or with a checkpoint loaded).  
 - the forward is generated again for the folded layers, with each activation run in place on the
   conv's result and the in-place plan of `lower` (`codegen.inplace_plan`);
 - the weights are in channels_last memory format where `channels_last_default` says it is faster.
+- on CPU in channels_last, a node that is one `nn.Conv2d` becomes a `PrepackedConv2d`, which keeps its
+  weight in oneDNN's layout too, so that an eager call does not reorder it every time (`torch.jit.freeze`
+  does the same); traced, compiled or exported, it is a plain conv.
 
 The result is a plain `torch.nn.Module` (a `CompiledModel` with its generated forward), so
 `torch.compile`, `torch.export` and ONNX export take it as they take the eager model.  Its state_dict
@@ -71,6 +74,73 @@ class _ChannelsLastInput:
 
     def forward(self, x: torch.Tensor) -> Any:
         return super().forward(x.contiguous(memory_format=torch.channels_last))  # type: ignore[misc]
+
+
+def prepacking_available() -> bool:
+    """Whether this torch has oneDNN's prepacked convolution (`PrepackedConv2d`'s fast path)."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class PrepackedConv2d(nn.Conv2d):
+    """An `nn.Conv2d` that also keeps its weight in oneDNN's blocked layout, as `torch.jit.freeze` does.
+
+    Why: oneDNN reorders a convolution's weight into its own layout on every eager call.  On a network
+    that is almost all large convolutions (ResNet-152, ResNeXt-101) that reorder is several per cent of
+    the forward, which prepacking saves (benchmarks/README.md).
+
+    The packed copy is made on the first eager call, for that call's input shape, and made again when the
+    weight changes (its `_version`) or an input of another shape comes: oneDNN picks the blocked layout
+    for a shape, and weights packed for batch 1 made ResNet-152 slower at batch 8 than no packing.
+    Deep copies and pickles leave it out (oneDNN's tensor has no storage to copy).  Everywhere else the
+    forward is `nn.Conv2d`'s own, on the same weight and bias: traced (`torch.jit.trace`, ONNX),
+    scripted, compiled or exported (a `FakeTensor` or another tensor subclass), with autograd on, off
+    the CPU, or for an input that is not a channels_last float32 batch.  So the state_dict is a plain
+    conv's, and every export sees one.
+    """
+
+    _packed: Optional[torch.Tensor]
+    _packed_for: Optional[tuple[int, torch.Size]]  # (the weight's _version, the input's shape)
+
+    @classmethod
+    def convert(cls, conv: nn.Conv2d) -> nn.Conv2d:
+        """`conv` made a `PrepackedConv2d` in place; `conv` as it was where oneDNN cannot take it (a
+        padding mode other than zeros, or padding="same")."""
+        if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return conv
+        conv.__class__ = cls
+        conv._packed, conv._packed_for = None, None
+        return conv
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state["_packed"], state["_packed_for"] = None, None
+        return state
+
+    @torch.jit.unused
+    def _prepacked(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        key = (weight._version, x.shape)
+        if self._packed_for != key:
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+                weight.detach(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                list(x.shape))
+            self._packed_for = key
+        return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, list(self.padding),
+                                                       list(self.stride), list(self.dilation), self.groups,
+                                                       "none", [], "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not torch.jit.is_scripting() and type(x) is torch.Tensor and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.weight.device.type == "cpu" and self.weight.dtype == torch.float32
+                and type(self.weight) is nn.Parameter and x.dim() == 4
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            return self._prepacked(x)
+        return super().forward(x)
 
 
 def fold_plan(graph: Graph) -> dict[str, tuple[str, Any]]:
@@ -175,6 +245,10 @@ def inference_model(model: CompiledModel, *, channels_last: Optional[bool] = Non
     result.eval()
     if result.channels_last:
         result.to(memory_format=torch.channels_last)
+        if device.type == "cpu" and prepacking_available():
+            for low in built.values():  # a node that is one conv, by the module it lowered to
+                if type(low.module) is nn.Conv2d:
+                    PrepackedConv2d.convert(low.module)
         result.__class__ = type(type(result).__name__, (_ChannelsLastInput, type(result)),
                                 {"__module__": type(result).__module__, "__doc__": type(result).__doc__})
     for p in result.parameters():
@@ -182,5 +256,5 @@ def inference_model(model: CompiledModel, *, channels_last: Optional[bool] = Non
     return result
 
 
-__all__ = ["INFERENCE", "OPTIMIZE_LEVELS", "InferenceModel", "check_optimize", "fold_plan", "inference_model",
-           "channels_last_default"]
+__all__ = ["INFERENCE", "OPTIMIZE_LEVELS", "InferenceModel", "PrepackedConv2d", "check_optimize", "fold_plan",
+           "inference_model", "channels_last_default", "prepacking_available"]

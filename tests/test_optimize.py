@@ -12,10 +12,13 @@
 - The way back: the inference build made from a checkpoint equals the one made from the eager model
   holding it; the eager model is left unchanged.
 - torch.export, ONNX (in onnxruntime) and torch.compile take it.
+- On CPU with channels_last, its convs keep oneDNN-prepacked weights (`PrepackedConv2d`): the eager call
+  takes them, they follow the weights when those change and are left out of copies, and a trace sees plain convs.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -24,7 +27,7 @@ import torch
 import archcompiler
 from archcompiler import UserError, zoo
 from archcompiler.errors import SpecError
-from archcompiler.optimize import InferenceModel, fold_plan, inference_model
+from archcompiler.optimize import InferenceModel, PrepackedConv2d, fold_plan, inference_model, prepacking_available
 
 from conftest import make_spec, run_archc, spec_text
 
@@ -240,6 +243,59 @@ def test_torch_compile_takes_it():
     compiled = torch.compile(fast, backend="eager")  # dynamo's capture, without a C++ compiler
     with torch.no_grad():
         assert torch.allclose(compiled(x), fast(x))
+
+
+needs_prepacking = pytest.mark.skipif(not prepacking_available(), reason="this torch has no oneDNN prepacking")
+
+
+@needs_prepacking
+def test_convs_are_prepacked_on_cpu_channels_last(resnet18):
+    fast = inference_model(resnet18, channels_last=True)
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, PrepackedConv2d) for m in convs)
+    assert not any(isinstance(m, PrepackedConv2d) for m in inference_model(resnet18, channels_last=False).modules())
+    assert fast.state_dict().keys() == inference_model(resnet18, channels_last=False).state_dict().keys()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        packed = fast(x)
+    assert all(m._packed is not None for m in convs)  # the eager call took the prepacked path
+    plain = fast(x.requires_grad_())  # autograd on: nn.Conv2d's own forward
+    assert all(m._packed_for == (m.weight._version, m._packed_for[1]) for m in convs)
+    assert worst_relative(packed, plain) <= 1e-6
+
+
+@needs_prepacking
+def test_prepacked_weights_follow_the_weights(resnet18):
+    fast = inference_model(resnet18, channels_last=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = fast(x)
+        changed = {k: v * 1.5 if v.is_floating_point() else v for k, v in fast.state_dict().items()}
+        fast.load_state_dict(changed)  # copies into the weights in place: their _version moves
+        after = fast(x)
+        copied = copy.deepcopy(fast)  # oneDNN's packed tensors have no storage: the copy packs its own
+        assert all(m._packed is None for m in copied.modules() if isinstance(m, PrepackedConv2d))
+        again = copied(x)
+    assert worst_relative(after, before) > 1e-3
+    assert worst_relative(again, after) <= 1e-6
+    with torch.enable_grad():
+        reference = fast(x.clone().requires_grad_())
+    assert worst_relative(after, reference) <= 1e-6
+    with torch.no_grad():  # another batch size: packed again, for that shape
+        one = fast(x[:1])
+    first = next(m for m in fast.modules() if isinstance(m, PrepackedConv2d))
+    assert first._packed_for[1][0] == 1
+    assert worst_relative(one, after[:1]) <= 1e-6
+
+
+@needs_prepacking
+def test_traces_see_plain_convs(resnet18):
+    fast = inference_model(resnet18, channels_last=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(fast, x, check_trace=False)
+    graph = str(traced.inlined_graph)
+    assert "aten::_convolution" in graph and "mkldnn" not in graph
 
 
 def test_cli_build_optimize(tmp_path):
