@@ -32,7 +32,10 @@ def test_seeded_train_mode_outputs_equal_the_reference(name: str) -> None:
     for key, ref in recorded["outputs"].items():
         got = getattr(out, key)
         assert got.shape == ref.shape
-        assert relative_error(got, ref) < 1e-4, key  # different masks would differ by tens of percent
+        # Other masks would differ by tens of percent (the control below: over 0.1).  The same masks differ
+        # by rounding only, which depends on the CPU's kernels: recorded on one machine, inception_v3's
+        # aux_logits differ by 1.4e-4 on an AVX-512 one, and googlenet's outputs by under 1e-5.
+        assert relative_error(got, ref) < 1e-3, key
 
 
 def test_aux_heads_run_last_would_draw_other_masks(monkeypatch) -> None:
