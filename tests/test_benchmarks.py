@@ -77,6 +77,11 @@ def test_bench_scaling_small_sizes():
             assert r[way]["us_per_layer"] == r[way]["s_median"] / r["layers"] * 1e6
     small, large = data["results"]
     assert data["growth"]["in_process"] == large["in_process"]["s_median"] / (3 * small["in_process"]["s_median"])
+    # CPU time counts in ticks: 30 layers on a fast machine can take none, and that ratio is then left out
+    for key in ("in_process_cpu", "subprocess_cpu"):
+        way = key.removesuffix("_cpu")
+        assert (key in data["growth"]) == (small[way]["cpu_s_median"] > 0)
+        assert (key in data["growth_untimed"]) == (small[way]["cpu_s_median"] == 0)
     assert isinstance(data["linear"], bool)
     assert data["fast_enough"] is None  # no 10,000-layer run, so no verdict on it
 
@@ -121,3 +126,18 @@ def test_bench_forward_against_the_emitted_source(tmp_path):
         assert len(cell["archc_runs_ms"]) == len(cell["reference_runs_ms"]) == 1
     assert "compile" not in row
     assert row["batchnorm"] is True and row["meets_target"] == (row["inference"]["ratio"] <= data["target"])
+
+
+def test_bench_scaling_when_the_cpu_clock_sees_nothing(monkeypatch, capsys):
+    """A size too small for the CPU clock's tick: its CPU growth ratio is left out, not divided by zero."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scaling", ROOT / "benchmarks" / "bench_scaling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "_cpu", lambda: 0.0)
+    data = bench.run([30, 90], 1, False)
+    assert data["growth_untimed"] == ["in_process_cpu"] and "in_process" in data["growth"]
+    assert data["linear_cpu"] is None
+    bench.print_table(data)
+    assert "cpu not measured" in capsys.readouterr().out
