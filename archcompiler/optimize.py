@@ -92,8 +92,9 @@ class PrepackedConv2d(nn.Conv2d):
     the forward, which prepacking saves (benchmarks/README.md).
 
     The packed copy is made on the first eager call, for that call's input shape, and made again when the
-    weight changes (its `_version`) or an input of another shape comes: oneDNN picks the blocked layout
-    for a shape, and weights packed for batch 1 made ResNet-152 slower at batch 8 than no packing.
+    weight changes (another tensor, or its `_version`: written in place) or an input of another shape
+    comes: oneDNN picks the blocked layout for a shape, and weights packed for batch 1 made ResNet-152
+    slower at batch 8 than no packing.
     Deep copies and pickles leave it out (oneDNN's tensor has no storage to copy).  Everywhere else the
     forward is `nn.Conv2d`'s own, on the same weight and bias: traced (`torch.jit.trace`, ONNX),
     scripted, compiled or exported (a `FakeTensor` or another tensor subclass), with autograd on, off
@@ -102,12 +103,12 @@ class PrepackedConv2d(nn.Conv2d):
     """
 
     _packed: Optional[torch.Tensor]
-    _packed_for: Optional[tuple[int, torch.Size]]  # (the weight's _version, the input's shape)
+    _packed_for: Optional[tuple[torch.Tensor, int, torch.Size]]  # (the weight, its _version, the input's shape)
 
     @classmethod
-    def convert(cls, conv: nn.Conv2d) -> nn.Conv2d:
-        """`conv` made a `PrepackedConv2d` in place; `conv` as it was where oneDNN cannot take it (a
-        padding mode other than zeros, or padding="same")."""
+    def convert(cls, conv: Any) -> Any:
+        """`conv` made a `PrepackedConv2d` in place when it is a plain `nn.Conv2d` that oneDNN can take
+        (zeros padding, not padding="same"); anything else as it was."""
         if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             return conv
         conv.__class__ = cls
@@ -122,12 +123,12 @@ class PrepackedConv2d(nn.Conv2d):
     @torch.jit.unused
     def _prepacked(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
-        key = (weight._version, x.shape)
-        if self._packed_for != key:
+        packed_for = self._packed_for
+        if packed_for is None or packed_for[0] is not weight or packed_for[1:] != (weight._version, x.shape):
             self._packed = torch.ops.mkldnn._reorder_convolution_weight(
                 weight.detach(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
                 list(x.shape))
-            self._packed_for = key
+            self._packed_for = (weight, weight._version, x.shape)
         return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, list(self.padding),
                                                        list(self.stride), list(self.dilation), self.groups,
                                                        "none", [], "")
@@ -247,8 +248,7 @@ def inference_model(model: CompiledModel, *, channels_last: Optional[bool] = Non
         result.to(memory_format=torch.channels_last)
         if device.type == "cpu" and prepacking_available():
             for low in built.values():  # a node that is one conv, by the module it lowered to
-                if type(low.module) is nn.Conv2d:
-                    PrepackedConv2d.convert(low.module)
+                PrepackedConv2d.convert(low.module)
         result.__class__ = type(type(result).__name__, (_ChannelsLastInput, type(result)),
                                 {"__module__": type(result).__module__, "__doc__": type(result).__doc__})
     for p in result.parameters():

@@ -164,13 +164,14 @@ def print_table(data: dict[str, Any]) -> None:
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     sizes = sorted(r["layers"] for r in data["results"])
+    def what(way: str) -> str:
+        return way.replace("_cpu", ", cpu").replace("_process", "-process")
+
     for way, ratio in data["growth"].items():
-        what = way.replace("_cpu", ", cpu").replace("_process", "-process")
-        print(f"growth ratio ({what}): time({sizes[-1]:,}) / ({sizes[-1] / sizes[-2]:g} x "
+        print(f"growth ratio ({what(way)}): time({sizes[-1]:,}) / ({sizes[-1] / sizes[-2]:g} x "
               f"time({sizes[-2]:,})) = {ratio:.2f} (1.00 is linear)")
     for way in data["growth_untimed"]:
-        what = way.replace("_cpu", ", cpu").replace("_process", "-process")
-        print(f"growth ratio ({what}): not measured, {sizes[-2]:,} layers took less than the clock's tick")
+        print(f"growth ratio ({what(way)}): not measured, {sizes[-2]:,} layers took less than the clock's tick")
     print(f"target: {data['target']}")
     verdict = {True: "MET", False: "MISSED", None: "not measured"}
     if data["fast_enough"] is not None:

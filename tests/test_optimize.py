@@ -260,7 +260,7 @@ def test_convs_are_prepacked_on_cpu_channels_last(resnet18):
         packed = fast(x)
     assert all(m._packed is not None for m in convs)  # the eager call took the prepacked path
     plain = fast(x.requires_grad_())  # autograd on: nn.Conv2d's own forward
-    assert all(m._packed_for == (m.weight._version, m._packed_for[1]) for m in convs)
+    assert all(m._packed_for[0] is m.weight and m._packed_for[1] == m.weight._version for m in convs)
     assert worst_relative(packed, plain) <= 1e-6
 
 
@@ -284,8 +284,19 @@ def test_prepacked_weights_follow_the_weights(resnet18):
     with torch.no_grad():  # another batch size: packed again, for that shape
         one = fast(x[:1])
     first = next(m for m in fast.modules() if isinstance(m, PrepackedConv2d))
-    assert first._packed_for[1][0] == 1
+    assert first._packed_for[2][0] == 1
     assert worst_relative(one, after[:1]) <= 1e-6
+    with torch.no_grad():  # a new weight tensor, at the same _version as the old one: packed again
+        fast(x)  # packed for x's shape again, so that only the weight differs below
+        new = first.weight.detach() * 0.5  # a new tensor, at _version 0
+        while new._version < first.weight._version:
+            new.add_(0.0)  # its value unchanged, its _version brought level with the old weight's
+        assert new._version == first.weight._version > 0
+        first.weight = torch.nn.Parameter(new, requires_grad=False)
+        replaced = fast(x)
+        first._packed_for = None  # the reference: packed from scratch
+        assert worst_relative(replaced, fast(x)) == 0
+    assert worst_relative(replaced, after) > 1e-3
 
 
 @needs_prepacking
