@@ -25,6 +25,12 @@ The reference is torchvision's or timm's constructor named in the network's fact
 without facts, the standalone source archc emits for the spec (`archc build --emit python`), and the
 output says so.
 
+Each network runs in a fresh Python process of its own (this script, `--worker`), so that one
+network's timings do not depend on which networks ran before it: in one process, resnext101_32x8d's
+inference build measured 1.15x after resnext101_64x4d and 1.41x alone, because the allocator's
+state that the first network leaves behind changes the second one's reference time
+(benchmarks/README.md).  `--in-process` runs them all in this process, as before.
+
 Exit status: 0 ok (whether or not the target is met), 2 a network failed to build or run, or its
 outputs differ from the reference's by more than 1e-3 (timings of different functions are worthless).
 """
@@ -38,6 +44,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -281,11 +288,38 @@ def print_table(data: dict[str, Any]) -> None:
         print(f"!!! ERROR {e}", file=sys.stderr)
 
 
+def _measured(name: str, libraries: dict[str, Any], repeat: int, skip_compile: bool) -> dict[str, Any]:
+    """`measure`'s row, or {"name", "error"} when the network failed (the others still run); with the id of
+    the process that measured it."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # keep --json's stdout clean of libraries' prints
+            row = measure(name, libraries, repeat, skip_compile)
+    except Exception as e:
+        row = {"name": name, "error": f"{type(e).__name__}: {e}"}
+    return {**row, "pid": os.getpid()}
+
+
+def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`name`'s row, measured by this script in a fresh process (`--worker`), with the same options."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--only", name, "--repeat", str(args.repeat)]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
+    if args.skip_compile:
+        command.append("--skip-compile")
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # its stderr (warnings) passes through
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return {"name": name, "error": f"its process exited {proc.returncode} without a result "
+                                       f"(output: {proc.stdout.strip()[-200:]!r})"}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench_forward.py",
         description="Time archc's compiled models against torchvision's and timm's (or, without them, against "
-                    "archc's emitted standalone source), interleaved in one process with the same weights: "
+                    "archc's emitted standalone source), the two sides interleaved with the same weights, each network in a "
+                    "fresh process: "
                     "eager forward, a training step, torch.compile (compile time and steady state) and archc's "
                     "inference build. Prints one table of archc / reference median time ratios.",
         epilog="Run it as: PYTHONPATH=. /work/tvenv/bin/python benchmarks/bench_forward.py. Exit status: 0 ok "
@@ -296,7 +330,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--skip-compile", action="store_true", help="leave out torch.compile (minutes per network)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    parser.add_argument("--in-process", action="store_true", help="run every network in this process "
+                        "(default: a fresh process per network, so that none is timed in the state an earlier "
+                        "one left)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one network, its row as JSON
     args = parser.parse_args(argv)
+    if args.worker and (not args.only or len(args.only) != 1):
+        parser.error("--worker takes exactly one network (--only NAME)")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.threads is not None:
@@ -304,20 +344,24 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     libraries = _libraries()
-    results, errors = [], []
     names = args.only or reference_names()
+    if args.worker:
+        print(json.dumps(_measured(names[0], libraries, args.repeat, args.skip_compile)))
+        return 0
+    results, errors = [], []
     for k, name in enumerate(names, 1):
         print(f"[{k}/{len(names)}] {name} ...", end="", file=sys.stderr, flush=True)  # minutes per network
         start = time.perf_counter()
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # keep --json's stdout clean of libraries' prints
-                results.append(measure(name, libraries, args.repeat, args.skip_compile))
-        except Exception as e:  # a failed network is reported, the others still run
-            errors.append(f"{name}: {type(e).__name__}: {e}")
-            results.append({"name": name, "error": str(e)})
-        print(f" {time.perf_counter() - start:.0f} s{' (failed)' if 'error' in results[-1] else ''}",
+        if args.in_process:
+            row = _measured(name, libraries, args.repeat, args.skip_compile)
+            gc.collect()
+        else:
+            row = _in_child(name, args)
+        results.append(row)
+        if "error" in row:
+            errors.append(f"{name}: {row['error']}")
+        print(f" {time.perf_counter() - start:.0f} s{' (failed)' if 'error' in row else ''}",
               file=sys.stderr, flush=True)
-        gc.collect()
     data = {"results": results, "errors": errors, "repeat": args.repeat, "batch": BATCH, "target": TARGET,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                             "cpu": machine.cpu(),

@@ -128,6 +128,26 @@ def test_bench_forward_against_the_emitted_source(tmp_path):
     assert row["batchnorm"] is True and row["meets_target"] == (row["inference"]["ratio"] <= data["target"])
 
 
+def test_bench_forward_runs_each_network_in_its_own_process(tmp_path):
+    """Each network is measured by a child process of its own; one that fails is an error row and exit 2,
+    and the others are still measured."""
+    good = tmp_path / "good.yaml"
+    good.write_text("archc: 1\nname: good\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("archc: 1\nname: bad\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 30}\n")  # kernel > input
+    script = ROOT / "benchmarks" / "bench_forward.py"
+    proc = subprocess.run([sys.executable, str(script), "--only", str(bad), str(good), "--repeat", "1",
+                           "--skip-compile", "--threads", "1", "--json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [row["name"] for row in data["results"]] == [str(bad), str(good)]
+    assert "error" in data["results"][0] and len(data["errors"]) == 1 and data["errors"][0].startswith(str(bad))
+    assert data["results"][1]["eager"]["archc_runs_ms"] and "error" not in data["results"][1]
+    assert "[1/2]" in proc.stderr and "[2/2]" in proc.stderr
+    assert data["results"][0]["pid"] != data["results"][1]["pid"]
+
+
 def test_bench_scaling_when_the_cpu_clock_sees_nothing(monkeypatch, capsys):
     """A size too small for the CPU clock's tick: its CPU growth ratio is left out, not divided by zero."""
     import importlib.util
