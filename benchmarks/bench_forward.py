@@ -28,7 +28,8 @@ output says so.
 Each network runs in a fresh Python process of its own (this script, `--worker`), so that one
 network's timings do not depend on which networks ran before it: in one process, resnext101_32x8d's
 inference build measured 1.15x after resnext101_64x4d and 1.41x alone (benchmarks/README.md; the
-state the first network leaves in the memory allocator is the likely cause, not a measured one).  `--in-process` runs them all in this process, as before.
+state the first network leaves in the memory allocator is the likely cause, not a measured one).
+`--in-process` runs them all in this process, as before.
 
 Exit status: 0 ok (whether or not the target is met), 2 a network failed to build or run, or its
 outputs differ from the reference's by more than 1e-3 (timings of different functions are worthless).
