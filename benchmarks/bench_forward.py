@@ -31,6 +31,13 @@ inference build measured 1.15x after resnext101_64x4d and 1.41x alone (benchmark
 state the first network leaves in the memory allocator is the likely cause, not a measured one).
 `--in-process` runs them all in this process, as before.
 
+The allocator's settings are part of the result: with glibc's defaults, memory freed during a
+forward goes back to the system and page-faults in again, and a network whose generated forward
+frees its activations sooner than the reference does pays for it (efficientnet_b7: archc 1.17 to
+1.58 of torchvision's eager time by default, 1.00 with the memory kept; benchmarks/README.md).
+`--keep-freed-memory` runs the children with glibc told to keep it (`machine.KEEP_FREED_MEMORY`);
+the environment line names the settings either way.
+
 Exit status: 0 ok (whether or not the target is met), 2 a network failed to build or run, or its
 outputs differ from the reference's by more than 1e-3 (timings of different functions are worthless).
 """
@@ -266,7 +273,7 @@ def print_table(data: dict[str, Any]) -> None:
         print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     env = data["environment"]
     print(f"torch {env['torch']} ({env['threads']} thread(s), {env['cpus']} cpus: {env.get('cpu', '?')}), "
-          f"python {env['python']}, "
+          f"allocator: {env.get('allocator', '?')}, python {env['python']}, "
           f"{env.get('torchvision') or 'no torchvision'}, {env.get('timm') or 'no timm'}")
     baselines = sorted({r["baseline"] for r in data["results"] if "baseline" in r})
     print("reference: " + "; ".join(baselines))
@@ -290,13 +297,13 @@ def print_table(data: dict[str, Any]) -> None:
 
 def _measured(name: str, libraries: dict[str, Any], repeat: int, skip_compile: bool) -> dict[str, Any]:
     """`measure`'s row, or {"name", "error"} when the network failed (the others still run); with the id of
-    the process that measured it."""
+    the process that measured it and the allocator settings it ran with."""
     try:
         with contextlib.redirect_stdout(sys.stderr):  # keep --json's stdout clean of libraries' prints
             row = measure(name, libraries, repeat, skip_compile)
     except Exception as e:
         row = {"name": name, "error": f"{type(e).__name__}: {e}"}
-    return {**row, "pid": os.getpid()}
+    return {**row, "pid": os.getpid(), "allocator": machine.allocator(dict(os.environ))}
 
 
 def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -306,7 +313,9 @@ def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
         command += ["--threads", str(args.threads)]
     if args.skip_compile:
         command.append("--skip-compile")
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # its stderr (warnings) passes through
+    env = {**os.environ, **(machine.KEEP_FREED_MEMORY if args.keep_freed_memory else {})}
+    # its stderr (warnings) passes through
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -333,12 +342,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--in-process", action="store_true", help="run every network in this process "
                         "(default: a fresh process per network, so that none is timed in the state an earlier "
                         "one left)")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="run each network's process with glibc's "
+                        "malloc keeping freed memory for reuse instead of returning it to the system (" +
+                        ", ".join(f"{k}={v}" for k, v in machine.KEEP_FREED_MEMORY.items()) + "); glibc reads "
+                        "these at start, so not with --in-process")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one network, its row as JSON
     args = parser.parse_args(argv)
     if args.worker and (not args.only or len(args.only) != 1):
         parser.error("--worker takes exactly one network (--only NAME)")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.keep_freed_memory and args.in_process:
+        parser.error("--keep-freed-memory needs a fresh process per network: leave out --in-process, or set "
+                     + " and ".join(machine.KEEP_FREED_MEMORY) + " in this process's environment")
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be at least 1")
@@ -365,6 +381,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = {"results": results, "errors": errors, "repeat": args.repeat, "batch": BATCH, "target": TARGET,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                             "cpu": machine.cpu(),
+                            "allocator": machine.allocator({**os.environ, **(machine.KEEP_FREED_MEMORY
+                                                                           if args.keep_freed_memory else {})}),
                             "python": platform.python_version(),
                             **{k: f"{k} {v.__version__}" for k, v in libraries.items()}}}
     if args.json:

@@ -24,3 +24,20 @@ def cpu() -> str:
     flags = set(fields.get("flags", "").split())
     found = [f for f in FLAGS if f in flags]
     return fields.get("model name", platform.machine()) + (f" ({', '.join(found)})" if found else "")
+
+
+# glibc's malloc returns freed memory to the system: blocks above the mmap threshold (dynamic, at most
+# 32 MiB by default) are unmapped on free, and a free top of the heap above the trim threshold is
+# trimmed.  Every later allocation of that memory page-faults it in again.  Raising both keeps freed
+# memory for reuse.  On efficientnet_b7 (batch 8) that cut archc's eager forward from about 436,000 page
+# faults to none and its time by a third (benchmarks/README.md), so a table says which allocator ran.
+KEEP_FREED_MEMORY = {"MALLOC_TRIM_THRESHOLD_": "4000000000", "MALLOC_MMAP_THRESHOLD_": "4000000000"}
+_ALLOCATOR_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES",
+                        "LD_PRELOAD")
+
+
+def allocator(environ: dict[str, str]) -> str:
+    """The memory allocator settings in `environ` that change how freed memory is reused: "default" or
+    the variables that are set (LD_PRELOAD names a replacement allocator such as jemalloc)."""
+    found = [f"{k}={environ[k]}" for k in _ALLOCATOR_VARIABLES if environ.get(k)]
+    return ", ".join(found) if found else "default"

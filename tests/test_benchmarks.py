@@ -6,6 +6,7 @@ Timings are not asserted: they depend on the machine and its load.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,27 @@ def test_bench_forward_runs_each_network_in_its_own_process(tmp_path):
     assert data["results"][1]["eager"]["archc_runs_ms"] and "error" not in data["results"][1]
     assert "[1/2]" in proc.stderr and "[2/2]" in proc.stderr
     assert data["results"][0]["pid"] != data["results"][1]["pid"]
+
+
+def test_bench_forward_keeps_freed_memory_in_its_children_only(tmp_path):
+    """--keep-freed-memory reaches each network's process (its row names the settings it ran with); with
+    --in-process, where glibc has already read its settings, it is a usage error."""
+    good = tmp_path / "good.yaml"
+    good.write_text("archc: 1\nname: good\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1}\n")
+    script = ROOT / "benchmarks" / "bench_forward.py"
+    command = [sys.executable, str(script), "--only", str(good), "--repeat", "1", "--skip-compile", "--threads", "1",
+               "--json", "--keep-freed-memory"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    row = data["results"][0]
+    assert "MALLOC_TRIM_THRESHOLD_=" in row["allocator"] and "MALLOC_MMAP_THRESHOLD_=" in row["allocator"]
+    assert data["environment"]["allocator"] == row["allocator"]
+    plain = subprocess.run(command[:-1], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert json.loads(plain.stdout)["results"][0]["allocator"].count("MALLOC_") == 0
+    misuse = subprocess.run([*command, "--in-process"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert misuse.returncode == 2 and "--keep-freed-memory needs a fresh process" in misuse.stderr
 
 
 def test_bench_scaling_when_the_cpu_clock_sees_nothing(monkeypatch, capsys):
