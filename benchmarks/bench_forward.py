@@ -306,6 +306,12 @@ def _measured(name: str, libraries: dict[str, Any], repeat: int, skip_compile: b
     return {**row, "pid": os.getpid(), "allocator": machine.allocator(dict(os.environ))}
 
 
+def _child_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The environment each network's process runs with: this one's, plus glibc's keep-freed-memory settings
+    under --keep-freed-memory."""
+    return {**os.environ, **(machine.KEEP_FREED_MEMORY if args.keep_freed_memory else {})}
+
+
 def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """`name`'s row, measured by this script in a fresh process (`--worker`), with the same options."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--only", name, "--repeat", str(args.repeat)]
@@ -313,9 +319,8 @@ def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
         command += ["--threads", str(args.threads)]
     if args.skip_compile:
         command.append("--skip-compile")
-    env = {**os.environ, **(machine.KEEP_FREED_MEMORY if args.keep_freed_memory else {})}
     # its stderr (warnings) passes through
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=_child_environment(args))
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -381,8 +386,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = {"results": results, "errors": errors, "repeat": args.repeat, "batch": BATCH, "target": TARGET,
             "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                             "cpu": machine.cpu(),
-                            "allocator": machine.allocator({**os.environ, **(machine.KEEP_FREED_MEMORY
-                                                                           if args.keep_freed_memory else {})}),
+                            "allocator": machine.allocator(_child_environment(args)),
                             "python": platform.python_version(),
                             **{k: f"{k} {v.__version__}" for k, v in libraries.items()}}}
     if args.json:

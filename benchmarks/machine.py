@@ -30,7 +30,7 @@ def cpu() -> str:
 # 32 MiB by default) are unmapped on free, and a free top of the heap above the trim threshold is
 # trimmed.  Every later allocation of that memory page-faults it in again.  Raising both keeps freed
 # memory for reuse.  On efficientnet_b7 (batch 8) that cut archc's eager forward from about 436,000 page
-# faults to none and its time by a third (benchmarks/README.md), so a table says which allocator ran.
+# faults to 510 or fewer and its time by a third (benchmarks/README.md), so a table says which allocator ran.
 KEEP_FREED_MEMORY = {"MALLOC_TRIM_THRESHOLD_": "4000000000", "MALLOC_MMAP_THRESHOLD_": "4000000000"}
 _ALLOCATOR_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES",
                         "LD_PRELOAD")

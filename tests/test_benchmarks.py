@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bench_summary.py"
+TINY_SPEC = "archc: 1\nname: good\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1}\n"  # builds and runs in milliseconds
 
 
 def test_bench_summary_googlenet_counts_agree():
@@ -133,7 +134,7 @@ def test_bench_forward_runs_each_network_in_its_own_process(tmp_path):
     """Each network is measured by a child process of its own; one that fails is an error row and exit 2,
     and the others are still measured."""
     good = tmp_path / "good.yaml"
-    good.write_text("archc: 1\nname: good\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1}\n")
+    good.write_text(TINY_SPEC)
     bad = tmp_path / "bad.yaml"
     bad.write_text("archc: 1\nname: bad\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 30}\n")  # kernel > input
     script = ROOT / "benchmarks" / "bench_forward.py"
@@ -153,7 +154,7 @@ def test_bench_forward_keeps_freed_memory_in_its_children_only(tmp_path):
     """--keep-freed-memory reaches each network's process (its row names the settings it ran with); with
     --in-process, where glibc has already read its settings, it is a usage error."""
     good = tmp_path / "good.yaml"
-    good.write_text("archc: 1\nname: good\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1}\n")
+    good.write_text(TINY_SPEC)
     script = ROOT / "benchmarks" / "bench_forward.py"
     command = [sys.executable, str(script), "--only", str(good), "--repeat", "1", "--skip-compile", "--threads", "1",
                "--json", "--keep-freed-memory"]
