@@ -99,9 +99,16 @@ def _overwrite(node: Any, inputs: list[Shape]) -> dict[int, str]:
     return OPS[node.op].lowering(node.args, inputs).overwrite
 
 
-def _facts(op: Any, node: Any, inputs: list[Shape]) -> tuple[Any, int, int, int]:
-    """A layer's window, parameters, buffers and MACs, by its op's rules."""
-    return (op.window(node.args, inputs), *op.params(node.args, inputs), op.macs(node.args, inputs, node.shape))
+def _facts(op: Any, node: Any, inputs: list[Shape], counting: Optional[Counting],
+           how: Optional[RunsAs]) -> tuple[Any, int, int, int, str, Optional[tuple[int, ...]]]:
+    """A layer's window, parameters, buffers, MACs (or `counting`'s count, for a node that runs as `how`), label
+    and kernel (None for a pointwise op), by its op's rules."""
+    a = node.args
+    window = op.window(a, inputs)
+    macs = op.macs(a, inputs, node.shape)
+    if counting is not None:
+        macs = counting.of(macs, op.costs(a, inputs, node.shape, how))
+    return (window, *op.params(a, inputs), macs, op.label(a), tuple(window[0]) if op.window is not _pointwise else None)
 
 
 def runs_as(graph: Graph) -> dict[str, RunsAs]:
@@ -109,14 +116,19 @@ def runs_as(graph: Graph) -> dict[str, RunsAs]:
     `codegen.inplace_plan` lets it (an activation then runs as its in-place function, not its module)."""
     from .codegen import execution_order, inplace_plan
 
-    # Which inputs an op may write into is part of its lowering.
+    # Which inputs an op may write into is part of its lowering, made here only for the nodes the plan asks
+    # about (those with an input they may write into), once per distinct layer.
     found: RuleMemo[dict[int, str]] = RuleMemo()
-    overwrite = {}
-    for n in graph.nodes.values():
-        inputs = graph.input_shapes(n.id)
-        overwrite[n.id] = found(n.op, n.args, inputs, _overwrite, n, inputs)
+
+    def overwrite(node_id: str) -> dict[int, str]:
+        node = graph.nodes[node_id]
+        inputs = graph.input_shapes(node_id)
+        return found(node.op, node.args, inputs, _overwrite, node, inputs)
+
     plan = inplace_plan(graph, execution_order(graph), overwrite, {o.node for o in graph.outputs.values()})
-    return {n: RunsAs(into=plan.get(n)) for n in graph.nodes}
+    # One object per distinct way of running, so that the rules' memos (`analyze`) find equal ones by identity.
+    shared = {into: RunsAs(into=into) for into in {None, *plan.values()}}
+    return {n: shared[plan.get(n)] for n in graph.nodes}
 
 
 @dataclass(frozen=True)
@@ -228,30 +240,29 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     MACs and activations are for `batch` samples.  With `counting`, the MACs of every row and total
     are that count instead (the MACs plus the kinds it includes, or a tool's count).
     """
-    per_node: dict[str, tuple[int, int, int, int]] = {}
+    per_node: dict[str, tuple[Any, int, int, int, str, Optional[tuple[int, ...]]]] = {}
     runs = runs_as(graph) if counting is not None else {}
     shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
     shapes[INPUT] = graph.input_shape  # as `Graph.shape_of`
-    # Keyed on the input shapes alone: the output shape is the shape rule's, a function of the same.
-    found: RuleMemo[tuple[Any, int, int, int]] = RuleMemo()
-    found_costs: RuleMemo[Costs] = RuleMemo()
-    windows = {}  # each node's window, once: the receptive fields and the rows read them too
+    # Every rule's result for a layer in one memo entry, keyed on the input shapes alone (the output shape is
+    # the shape rule's, a function of the same) and, when counting, on how the node runs (`runs_as` shares
+    # one object per way of running, so its identity stands for its value).
+    found: RuleMemo[tuple[Any, int, int, int, str, Optional[tuple[int, ...]]]] = RuleMemo()
     # One pass over the layers counts each and adds it into every scope around it.
     scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
     scope_runs_in_eval: set[str] = set()
     totals = [0, 0, 0, 0, 0]  # params, buffers, eval-mode MACs, train-only MACs, eval-mode activations
     for node_id, node in graph.nodes.items():
         inputs = [shapes[i] for i in node.inputs]
-        op = OPS[node.op]
-        window, params, buffers, macs = found(node.op, node.args, inputs, _facts, op, node, inputs)
-        windows[node_id] = window
-        if counting is not None:
+        if counting is None:
+            facts = found(node.op, node.args, inputs, _facts, OPS[node.op], node, inputs, None, None)
+        else:
             how = runs[node_id]
-            costs = found_costs(node.op, node.args, (how, *inputs), op.costs, node.args, inputs, node.shape, how)
-            macs = counting.of(macs, costs)
+            facts = found(node.op, node.args, (id(how), *inputs), _facts, OPS[node.op], node, inputs, counting, how)
+        per_node[node_id] = facts
+        _, params, buffers, macs, _, _ = facts
         macs *= batch
         acts = math.prod(node.shape) * batch
-        per_node[node_id] = (params, buffers, macs, acts)
         for scope_id in node.scopes:
             into = scope_totals[scope_id]
             into[0] += params
@@ -266,7 +277,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
             totals[2] += macs
             totals[4] += acts
             scope_runs_in_eval.update(node.scopes)
-    fields = receptive_fields(graph, windows)
+    fields = receptive_fields(graph, {node_id: facts[0] for node_id, facts in per_node.items()})
 
     depth = {}
     for scope in graph.scopes.values():  # parents come before children
@@ -274,7 +285,6 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
 
     rows: list[Row] = []
     opened: set[str] = set()
-    labels: RuleMemo[str] = RuleMemo()
     for node in graph.nodes.values():
         for scope_id in node.scopes:
             if scope_id in opened:
@@ -290,15 +300,12 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
                 buffers=scope_buffers, macs=scope_macs, activations=scope_acts,
                 train_only=scope_id not in scope_runs_in_eval, rf=rf, jump=jump, kernel=None,
             ))
-        params, buffers, macs, acts = per_node[node.id]
-        op = OPS[node.op]
-        kernel = tuple(windows[node.id][0]) if op.window is not _pointwise else None
+        _, params, buffers, macs, label, kernel = per_node[node.id]
         rf, jump = fields[node.id]
-        label = labels(node.op, node.args, (), op.label, node.args)
         rows.append(frozen(
             Row, name=node.id, kind="layer", op=node.op, label=label, depth=len(node.scopes) + 1,
-            output_shape=node.shape, params=params, buffers=buffers, macs=macs, activations=acts,
-            train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
+            output_shape=node.shape, params=params, buffers=buffers, macs=macs * batch,
+            activations=math.prod(node.shape) * batch, train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
         ))
 
     return Report(

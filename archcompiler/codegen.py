@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import keyword
 import re
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .graph import attribute_ref
 from .ops import OPS, REQUIRED, Arg, Const, Construct, InChannels, Kw, Lowered, Lowering, OpDef, Ref, Shape
@@ -96,8 +96,10 @@ def execution_order(graph: Any) -> list[str]:
     return out
 
 
-def inplace_plan(graph: Any, order: list[str], overwrite: dict[str, dict[int, str]], keep: set[str]) -> dict[str, int]:
-    """For each node that may write its result into one of its inputs, which input (its `overwrite` key).
+def inplace_plan(graph: Any, order: list[str], overwrite: Callable[[str], Mapping[int, str]],
+                 keep: set[str]) -> dict[str, int]:
+    """For each node that may write its result into one of its inputs, which input (a key of `overwrite(node)`,
+    the node's lowering's in-place forms).
 
     Execution runs `order` (every node, train-only ones included, so that a value an auxiliary head reads
     later is never overwritten in either mode).  Node N may overwrite input X when:
@@ -145,11 +147,13 @@ def inplace_plan(graph: Any, order: list[str], overwrite: dict[str, dict[int, st
         others = [OPS[graph.nodes[q].op].autograd for q in consumers[x] if q != n]
         return not any(g.reads_inputs or not g.fresh for g in others)
 
+    # `overwrite` is asked last, only for a node with an input it may write into: where the caller has no
+    # lowering yet (`analysis.runs_as`), most nodes then never need one made.
     plan: dict[str, int] = {}
     for n in order:
         node = graph.nodes[n]
         for k, x in enumerate(node.inputs):
-            if k in overwrite.get(n, {}) and node.inputs.count(x) == 1 and overwritable(x, n):
+            if node.inputs.count(x) == 1 and overwritable(x, n) and k in overwrite(n):
                 plan[n] = k
                 break
     return plan

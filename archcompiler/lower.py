@@ -179,7 +179,7 @@ def _forward_source(graph: Graph, names: dict[str, str], calls: dict[str, str], 
     for n in order:
         for i in graph.nodes[n].inputs:
             last_use[i] = n
-    plan = inplace_plan(graph, order, overwrite, keep)
+    plan = inplace_plan(graph, order, lambda n: overwrite.get(n, {}), keep)
     calls = {n: overwrite[n][plan[n]] if n in plan else c for n, c in calls.items()}
 
     def dead(nodes: list[str]) -> list[str]:

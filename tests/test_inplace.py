@@ -108,7 +108,7 @@ body:
     graph = compile_graph(parse_spec(text, "tiny.yaml"))
     model = lower(graph)
     over = {n: {0: "x"} for n in graph.nodes}  # as if every node could overwrite its first input
-    plan = inplace_plan(graph, execution_order(graph), over, {o.node for o in graph.outputs.values()})
+    plan = inplace_plan(graph, execution_order(graph), over.__getitem__, {o.node for o in graph.outputs.values()})
     assert "r" not in plan  # a conv (b) also read a
     assert "s" not in plan  # relu's backward reads r, its output
     assert plan.get("t") == 0  # a plain conv's output, read once
@@ -138,7 +138,8 @@ body:
   add3: {add: null, from: [add2, c]}
 """
     graph = compile_graph(parse_spec(text, "tiny.yaml"))
-    plan = inplace_plan(graph, execution_order(graph), {"add": {0: "x"}, "add2": {0: "x"}},
+    over = {"add": {0: "x"}, "add2": {0: "x"}}
+    plan = inplace_plan(graph, execution_order(graph), lambda n: over.get(n, {}),
                         {o.node for o in graph.outputs.values()})
     assert plan.get("add") == 0  # sd passes d on, d passes bn on, and bn's output is read once
     assert "add2" not in plan  # d2 passes on bn2, which conv c reads after it
