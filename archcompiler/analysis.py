@@ -240,7 +240,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     MACs and activations are for `batch` samples.  With `counting`, the MACs of every row and total
     are that count instead (the MACs plus the kinds it includes, or a tool's count).
     """
-    per_node: dict[str, tuple[Any, int, int, int, str, Optional[tuple[int, ...]]]] = {}
+    per_node: dict[str, tuple[int, int, int, int, str, Optional[tuple[int, ...]]]] = {}  # for `batch` samples
     runs = runs_as(graph) if counting is not None else {}
     shapes = {node_id: node.shape for node_id, node in graph.nodes.items()}
     shapes[INPUT] = graph.input_shape  # as `Graph.shape_of`
@@ -248,6 +248,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     # the shape rule's, a function of the same) and, when counting, on how the node runs (`runs_as` shares
     # one object per way of running, so its identity stands for its value).
     found: RuleMemo[tuple[Any, int, int, int, str, Optional[tuple[int, ...]]]] = RuleMemo()
+    windows = {}  # each node's window: the receptive fields read them
     # One pass over the layers counts each and adds it into every scope around it.
     scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
     scope_runs_in_eval: set[str] = set()
@@ -259,10 +260,11 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
         else:
             how = runs[node_id]
             facts = found(node.op, node.args, (id(how), *inputs), _facts, OPS[node.op], node, inputs, counting, how)
-        per_node[node_id] = facts
-        _, params, buffers, macs, _, _ = facts
+        window, params, buffers, macs, label, kernel = facts
+        windows[node_id] = window
         macs *= batch
         acts = math.prod(node.shape) * batch
+        per_node[node_id] = (params, buffers, macs, acts, label, kernel)
         for scope_id in node.scopes:
             into = scope_totals[scope_id]
             into[0] += params
@@ -277,7 +279,7 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
             totals[2] += macs
             totals[4] += acts
             scope_runs_in_eval.update(node.scopes)
-    fields = receptive_fields(graph, {node_id: facts[0] for node_id, facts in per_node.items()})
+    fields = receptive_fields(graph, windows)
 
     depth = {}
     for scope in graph.scopes.values():  # parents come before children
@@ -300,12 +302,12 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
                 buffers=scope_buffers, macs=scope_macs, activations=scope_acts,
                 train_only=scope_id not in scope_runs_in_eval, rf=rf, jump=jump, kernel=None,
             ))
-        _, params, buffers, macs, label, kernel = per_node[node.id]
+        params, buffers, macs, acts, label, kernel = per_node[node.id]
         rf, jump = fields[node.id]
         rows.append(frozen(
             Row, name=node.id, kind="layer", op=node.op, label=label, depth=len(node.scopes) + 1,
-            output_shape=node.shape, params=params, buffers=buffers, macs=macs * batch,
-            activations=math.prod(node.shape) * batch, train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
+            output_shape=node.shape, params=params, buffers=buffers, macs=macs, activations=acts,
+            train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
         ))
 
     return Report(
