@@ -5,6 +5,7 @@ Timings are not asserted: they depend on the machine and its load.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -121,7 +122,7 @@ def test_bench_forward_against_the_emitted_source(tmp_path):
     [row] = data["results"]
     assert row["baseline"] == "archc's emitted standalone source"
     assert row["eager_difference"] == 0.0 and row["inference_difference"] < 1e-5
-    assert 0 < row["rounding_sensitivity"] < 1e-3  # a tiny net does not magnify rounding
+    assert row["fold_difference_float64"] is None  # float32 agreed, so the float64 check was not needed
     for kind in ("eager", "train", "inference"):
         cell = row[kind]
         assert cell["ratio"] == cell["archc_ms"] / cell["reference_ms"]
@@ -184,3 +185,34 @@ def test_bench_scaling_when_the_cpu_clock_sees_nothing(monkeypatch, capsys):
     assert data["linear_cpu"] is None
     bench.print_table(data)
     assert "cpu not measured" in capsys.readouterr().out
+
+
+def test_fold_difference_tells_a_wrong_fold_from_rounding(monkeypatch, tmp_path):
+    """bench_forward's float64 check of the inference build: zero but for rounding on a right fold, and far
+    above its bound when the fold is wrong (here: BatchNorm's eps left out)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_forward
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+
+    import archcompiler
+    from archcompiler import optimize
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("archc: 1\nname: tiny\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1, norm: true, act: relu}\n")
+    model = archcompiler.build(spec)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_var.fill_(1e-3)  # of the order of eps, so that leaving eps out matters
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert bench_forward.fold_difference(model, x) < 1e-12
+    right = optimize._folded_weights
+
+    def without_eps(weighted, bn):
+        bn = copy.deepcopy(bn)
+        bn.eps = 0.0
+        return right(weighted, bn)
+
+    monkeypatch.setattr(optimize, "_folded_weights", without_eps)
+    assert bench_forward.fold_difference(model, x) > bench_forward.FOLD_AGREE_FLOAT64
