@@ -41,8 +41,8 @@ the environment line names the settings either way.
 Exit status: 0 ok (whether or not the target is met), 2 a network failed to build or run, or its
 outputs differ from the reference's by more than 1e-3 (timings of different functions are worthless):
 the eager model's, or the inference build's where its float64 build also differs from the float64
-eager model by more than 1e-6 (`fold_difference`; float32 rounding alone can move a deep network's
-output past 1e-3 under the deterministic fill).
+eager model by more than 1e-3 too (`fold_difference`; float32 rounding alone can move a deep
+network's output past 1e-3 under the deterministic fill).
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ TARGET = 1 / 1.2  # inference build time / reference eager time
 NOISY = 1.5
 BATCH = 8
 AGREE = 1e-3  # largest relative difference of eval outputs tolerated before timing
-FOLD_AGREE_FLOAT64 = 1e-6  # the inference build against the eager model, both in float64 (see fold_difference)
 
 
 def reference_names() -> list[str]:
@@ -211,13 +210,16 @@ def measure(name: str, libraries: dict[str, Any], repeat: int, skip_compile: boo
         # near 1e12 into squeeze-excitation sigmoids, where a float32 rounding error (about 1e5 there) flips a
         # gate whose argument is near zero; its inference build differs by 2.3e-2, its float64 one by 4e-15.
         # A 1e-6 change of the input, the check this replaces, moved it by 2.3e-2 on one machine and 3e-6 on
-        # another, so it could not tell rounding from a wrong fold.  Where float32 differs, float64 decides
-        # (the fold, in-place and layout logic are the same there; only PrepackedConv2d's oneDNN path is
-        # float32-only, and tests/test_optimize.py checks it against nn.Conv2d).
+        # another, so it could not tell rounding from a wrong fold.  Where float32 differs, float64 decides,
+        # to the same AGREE: even there efficientnet_b7 magnifies rounding (a 1e-15 change of its input moves
+        # its output by 1.1e-4, and its inference build differs by 5.1e-5), while a wrong fold moves it by
+        # far more (eps 1 % off in the first or a middle BatchNorm of efficientnet_v2_s: 0.8 and 0.6).  The
+        # fold, in-place and layout logic are the same in float64; only PrepackedConv2d's oneDNN path is
+        # float32-only, and tests/test_optimize.py checks that against nn.Conv2d.
         row["fold_difference_float64"] = (fold_difference(model, x) if row["inference_difference"] > AGREE
                                           else None)
         exact = row["fold_difference_float64"]
-        if row["eager_difference"] > AGREE or (exact is not None and exact > FOLD_AGREE_FLOAT64):
+        if row["eager_difference"] > AGREE or (exact is not None and exact > AGREE):
             raise RuntimeError(f"outputs differ from the reference's: eager {row['eager_difference']:.2e}, "
                                f"inference build {row['inference_difference']:.2e}"
                                + (f" (in float64 {exact:.2e})" if exact is not None else ""))

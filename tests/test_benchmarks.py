@@ -204,7 +204,7 @@ def test_fold_difference_tells_a_wrong_fold_from_rounding(monkeypatch, tmp_path)
     spec.write_text("archc: 1\nname: tiny\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1, norm: true, act: relu}\n")
     model = archcompiler.build(spec)
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.running_var.fill_(1e-3)  # of the order of eps, so that leaving eps out matters
+        bn.running_var.fill_(1e-4)  # ten times eps, so that leaving eps out moves the output by 5 %
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert bench_forward.fold_difference(model, x) < 1e-12
     right = optimize._folded_weights
@@ -215,4 +215,4 @@ def test_fold_difference_tells_a_wrong_fold_from_rounding(monkeypatch, tmp_path)
         return right(weighted, bn)
 
     monkeypatch.setattr(optimize, "_folded_weights", without_eps)
-    assert bench_forward.fold_difference(model, x) > bench_forward.FOLD_AGREE_FLOAT64
+    assert bench_forward.fold_difference(model, x) > bench_forward.AGREE
