@@ -41,8 +41,8 @@ the environment line names the settings either way.
 Exit status: 0 ok (whether or not the target is met), 2 a network failed to build or run, or its
 outputs differ from the reference's by more than 1e-3 (timings of different functions are worthless):
 the eager model's, or the inference build's where its float64 build also differs from the float64
-eager model by more than 1e-3 too (`fold_difference`; float32 rounding alone can move a deep
-network's output past 1e-3 under the deterministic fill).
+eager model by more than 1e-3 (`fold_difference`; float32 rounding alone can move a deep network's
+output past 1e-3 under the deterministic fill).
 """
 
 from __future__ import annotations
