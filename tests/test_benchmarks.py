@@ -15,6 +15,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bench_summary.py"
 TINY_SPEC = "archc: 1\nname: good\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1}\n"  # builds and runs in milliseconds
+BATCHNORM_SPEC = ("archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n"
+                  "  - conv: {out: 8, k: 3, pad: 1, norm: true, act: relu}\n"
+                  "  - global_avgpool: null\n  - flatten: null\n  - linear: {out: 4}\n")  # a BatchNorm to fold
+
+
+def _benchmark_module(name: str):
+    """benchmarks/<name>.py loaded as a module, its folder on sys.path while it loads (for `import machine`)."""
+    import importlib.util
+
+    folder = str(ROOT / "benchmarks")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
 
 
 def test_bench_summary_googlenet_counts_agree():
@@ -110,9 +128,7 @@ def test_bench_forward_against_the_emitted_source(tmp_path):
     """bench_forward.py on a tiny spec without reference facts: the baseline is archc's emitted standalone
     source (which computes the same function), every cell a ratio of the medians, a verdict for BatchNorm."""
     spec = tmp_path / "tiny.yaml"
-    spec.write_text("archc: 1\nname: tiny\ninput: [3, 16, 16]\nbody:\n"
-                    "  - conv: {out: 8, k: 3, pad: 1, norm: true, act: relu}\n"
-                    "  - global_avgpool: null\n  - flatten: null\n  - linear: {out: 4}\n")
+    spec.write_text(BATCHNORM_SPEC)
     script = ROOT / "benchmarks" / "bench_forward.py"
     proc = subprocess.run([sys.executable, str(script), "--only", str(spec), "--repeat", "1", "--skip-compile",
                            "--threads", "1", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -174,11 +190,7 @@ def test_bench_forward_keeps_freed_memory_in_its_children_only(tmp_path):
 
 def test_bench_scaling_when_the_cpu_clock_sees_nothing(monkeypatch, capsys):
     """A size too small for the CPU clock's tick: its CPU growth ratio is left out, not divided by zero."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_scaling", ROOT / "benchmarks" / "bench_scaling.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark_module("bench_scaling")
     monkeypatch.setattr(bench, "_cpu", lambda: 0.0)
     data = bench.run([30, 90], 1, False)
     assert data["growth_untimed"] == ["in_process_cpu"] and "in_process" in data["growth"]
@@ -190,22 +202,18 @@ def test_bench_scaling_when_the_cpu_clock_sees_nothing(monkeypatch, capsys):
 def test_fold_difference_tells_a_wrong_fold_from_rounding(monkeypatch, tmp_path):
     """bench_forward's float64 check of the inference build: zero but for rounding on a right fold, and far
     above its bound when the fold is wrong (here: BatchNorm's eps left out)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_forward
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench_forward = _benchmark_module("bench_forward")
     import torch
 
     import archcompiler
     from archcompiler import optimize
 
     spec = tmp_path / "tiny.yaml"
-    spec.write_text("archc: 1\nname: tiny\ninput: [3, 8, 8]\nbody:\n  - conv: {out: 4, k: 3, pad: 1, norm: true, act: relu}\n")
+    spec.write_text(BATCHNORM_SPEC)
     model = archcompiler.build(spec)
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         bn.running_var.fill_(1e-4)  # ten times eps, so that leaving eps out moves the output by 5 %
-    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert bench_forward.fold_difference(model, x) < 1e-12
     right = optimize._folded_weights
 
