@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import modules
 from .codegen import RESERVED, Names, execution_order, inplace_plan, instantiate, statement
 from .errors import UserError
 from .graph import INPUT, Graph
@@ -67,25 +68,103 @@ class CompiledModel(nn.Module):
         return cls._forward_all(self, x)
 
 
-def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = True) -> CompiledModel:
+def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = True,
+          stamp: bool = True) -> CompiledModel:
     """Build the module tree of `graph` (weights drawn from `seed`) and its forward.
 
     `inplace` (the default): activations and residual adds run in place where `codegen.inplace_plan`
     proves it safe, with the out-of-place forward's outputs and gradients; False: nothing runs in place
-    (a debugging aid, and the baseline the tests compare against)."""
+    (a debugging aid, and the baseline the tests compare against).  `stamp` (the default): the layers of
+    equal descriptions after the first are `stamped` copies of it, with the weights their constructors
+    would draw; False: every layer is made by its constructors (the baseline of that)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise UserError(f"the seed must be a whole number from 0 to 2**64 - 1 (torch's range), got {str(seed)[:40]}")
     device_ctx = torch.device(device) if device is not None else nullcontext()
     built: dict[str, Lowered] = {}
-    # The layers of equal block instances are made from one description, each its own module.
+    # The layers of equal block instances are made from one description, each its own module: the first
+    # by its constructors, the others, where `stampable`, as copies of it that draw their weights anew.
     descriptions: RuleMemo[Lowering] = RuleMemo()
-    with torch.random.fork_rng(devices=[]), device_ctx:
+    first: dict[int, Lowered] = {}  # id(description) -> the node built from it by its constructors
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for node in graph.nodes.values():  # declaration order: the state_dict's order
             shapes = graph.input_shapes(node.id)
             description = descriptions(node.op, node.args, shapes, OPS[node.op].lowering, node.args, shapes)
-            built[node.id] = instantiate(description)
+            made = first.get(id(description)) if stamp else None
+            if made is None:
+                # `torch.device` as a context runs Python for every torch call inside it; copies name
+                # their template's device instead.
+                with device_ctx:
+                    made = built[node.id] = instantiate(description)
+                if made.module is not None and not made.parameter and stampable(made.module):
+                    first[id(description)] = made
+            else:
+                built[node.id] = Lowered(stamped(made.module), made.call, inplace_call=made.inplace_call,
+                                         overwrite=made.overwrite)
     return assemble(graph, built, inplace=inplace)
+
+
+# Module classes whose constructor draws random numbers only through `reset_parameters()` (or draws none),
+# sets every parameter that method does not set and every buffer to values that follow from its arguments
+# alone, and keeps nothing else but its arguments and torch.nn.Module's own bookkeeping.  A copy of one,
+# its parameters drawn again by `reset_parameters()`, is what its constructor makes, in the same order of
+# random draws: `stamped`.  A class not listed (a plugin's own module) is always built by its constructor.
+STAMPABLE: frozenset[type] = frozenset({
+    nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.LocalResponseNorm,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Identity,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
+    modules.ConvNormAct, modules.PartialConv2d, modules.Subsample2d, modules.RBF, modules.LayerNorm2d,
+    modules.Permute, modules.Reshape, modules.ChannelShuffle, modules.StochasticDepth, modules.ScaledTanh,
+})
+
+def stampable(module: nn.Module) -> bool:
+    """Whether `module` and every module inside it are of a `STAMPABLE` class."""
+    return all(type(m) in STAMPABLE for m in module.modules())
+
+
+def stamped(template: nn.Module) -> nn.Module:
+    """A new module, equal to what `template`'s constructor made, made without calling it again: torch's
+    constructors run Python per attribute, and a network repeats a few layers many times.
+
+    Its parameters are new tensors on the template's device, drawn by each submodule's `reset_parameters()`
+    in the order the submodules were made (children before the module that holds them, as a description
+    builds them); parameters of a module without that method, and every buffer, are copies of the
+    template's (values its constructor set from its arguments).  Containers in `__dict__` (the hook and
+    parameter dicts, lists) are copied; other attributes are the constructor's arguments, shared."""
+    made: list[nn.Module] = []
+    copy = _stamped(template, made)
+    for module in made:  # innermost first, left to right: the constructors' order
+        reset = getattr(module, "reset_parameters", None)
+        # On the meta device there are no values to draw (and no generator is advanced).
+        if reset is not None and not all(p.is_meta for p in module._parameters.values() if p is not None):
+            reset()
+    return copy
+
+
+def _stamped(template: nn.Module, made: list[nn.Module]) -> nn.Module:
+    cls = type(template)
+    copy = cls.__new__(cls)
+    state = {k: (type(v)(v) if type(v) in _COPIED else v) for k, v in template.__dict__.items()}
+    redraw = hasattr(cls, "reset_parameters")
+    params = state["_parameters"]
+    for name, p in params.items():
+        if p is not None:
+            value = torch.empty(p.shape, dtype=p.dtype, device=p.device) if redraw else p.detach().clone()
+            params[name] = nn.Parameter(value, requires_grad=p.requires_grad)
+    buffers = state["_buffers"]
+    for name, b in buffers.items():
+        if b is not None:
+            buffers[name] = b.clone()
+    children = state["_modules"]
+    for name, child in children.items():
+        if child is not None:
+            children[name] = _stamped(child, made)
+    copy.__dict__.update(state)
+    made.append(copy)
+    return copy
+
+
+_COPIED = (dict, collections.OrderedDict, set, list)
 
 
 def assemble(graph: Graph, built: dict[str, Lowered], *, inplace: bool = True,

@@ -374,3 +374,106 @@ def test_build_pauses_the_collector_and_restores_the_setting(monkeypatch):
         assert not gc.isenabled()  # the caller's setting, kept
     finally:
         gc.enable()
+
+
+# -- equal layers made as copies (`lower.stamped`) -------------------------------
+
+
+def _module_state(module: nn.Module) -> dict:
+    """A module's own attributes, tensors as (shape, dtype, device) and submodules as their class."""
+    def plain(v):
+        if isinstance(v, torch.Tensor):
+            return (tuple(v.shape), v.dtype, v.device.type, v.requires_grad)
+        if isinstance(v, nn.Module):
+            return type(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return {k: plain(v) for k, v in vars(module).items()}
+
+
+def _assert_same_network(stamped: nn.Module, made: nn.Module, values: bool = True) -> None:
+    pairs = list(zip(stamped.named_modules(), made.named_modules(), strict=True))
+    for (name, a), (other, b) in pairs:
+        assert name == other and (type(a) is type(b) if name else type(a).__name__ == type(b).__name__)
+        assert _module_state(a) == _module_state(b), name
+    a, b = stamped.state_dict(), made.state_dict()
+    assert list(a) == list(b)
+    if values:  # the same random draws, in the same order
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # Nothing is shared between two layers: each has its own modules, containers and tensors.
+    assert len({id(m) for _, m in stamped.named_modules(remove_duplicate=False)}) == len(pairs)
+    containers = [id(v) for m in stamped.modules() for v in vars(m).values() if isinstance(v, (dict, list, set))]
+    assert len(set(containers)) == len(containers)
+    if values:
+        storages = [t.untyped_storage().data_ptr() for t in a.values() if t.numel()]
+        assert len(set(storages)) == len(storages)
+
+
+def _small_zoo_models(limit: int = 30_000_000) -> list[str]:
+    return [n for n in archcompiler.list_models() if archcompiler.summary(n).total_params < limit]
+
+
+@pytest.mark.parametrize("name", _small_zoo_models())
+def test_stamped_layers_equal_their_constructors(name):
+    """Every zoo network under 30M parameters (every family but VGG and AlexNet, which repeat few layers, and
+    the wide or large variants of the others): the copies draw what the constructors would."""
+    from archcompiler.lower import lower
+
+    graph = archcompiler.compile_graph(name)
+    _assert_same_network(lower(graph, seed=5), lower(graph, seed=5, stamp=False))
+
+
+def test_stamping_copies_the_repeated_layers_and_skips_their_constructors(monkeypatch):
+    from archcompiler.lower import lower
+
+    graph = archcompiler.compile_graph(make_spec(
+        "stem: {conv: {out: 8, k: 3, pad: 1}}\nrepeat: {blk: [], repeat: 4}",
+        blocks="blk: {residual: [{conv: {out: 8, k: 3, pad: 1}}, {conv: {out: 8, k: 3, pad: 1, act: null}}]}"))
+    made = []
+    real = nn.Conv2d.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Conv2d, "__init__", counted)
+    stamped = lower(graph, seed=1)
+    constructed = len(made)
+    made.clear()
+    whole = lower(graph, seed=1, stamp=False)
+    assert len(made) == 9 and constructed == 3  # the stem, and each of the block's two convs once
+    _assert_same_network(stamped, whole)
+
+
+def test_stamped_layers_on_the_meta_device():
+    from archcompiler.lower import lower
+
+    graph = archcompiler.compile_graph("inception_v4")
+    stamped, made = lower(graph, device="meta"), lower(graph, device="meta", stamp=False)
+    assert all(t.is_meta for t in [*stamped.parameters(), *stamped.buffers()])
+    _assert_same_network(stamped, made, values=False)
+
+
+def test_a_module_class_not_known_to_be_stampable_is_always_constructed():
+    from archcompiler.lower import stampable
+
+    class Drawn(nn.Module):  # a plugin's module whose constructor draws outside reset_parameters
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("projection", torch.randn(4, 4))
+
+    assert stampable(nn.Conv2d(3, 4, 1)) and stampable(nn.BatchNorm2d(4))
+    assert not stampable(Drawn())
+    assert not stampable(nn.Sequential(nn.Conv2d(3, 4, 1)))  # a container of torch's not listed: its own rules
+
+
+def test_every_module_class_of_the_zoo_is_stampable():
+    """A new op's module class is made a copy of only once listed in STAMPABLE; the zoo's all are."""
+    from archcompiler.lower import STAMPABLE, CompiledModel, Container
+
+    classes = set()
+    for name in archcompiler.list_models():
+        model = archcompiler.build(name, device="meta")
+        classes |= {type(m) for m in model.modules() if not isinstance(m, (CompiledModel, Container))}
+    assert classes and not classes - STAMPABLE
