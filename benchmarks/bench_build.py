@@ -5,8 +5,9 @@ For each network it times, interleaved in one process (archc, reference,
 archc, reference, ...):
 
   archc      `archcompiler.build(NAME)` from the zoo model's name: read the
-             spec, expand, infer shapes, check memory, construct and
-             initialise every module, generate the forward.
+             spec, expand, infer shapes, check memory, make and initialise
+             every module (by its constructor, or as a copy of an equal
+             layer's, `lower.stamped`), generate the forward.
   reference  the hand-written constructor the spec reproduces, with its own
              weight initialisation: torchvision's `googlenet(init_weights=True)`,
              `inception_v3(init_weights=True)` and `resnet50()`, timm's
