@@ -122,6 +122,7 @@ def test_bench_build_archc_side_without_references():
             assert r["reference"] is None and "skipped" in r
         else:
             assert r["ratio"] == r["archc"]["ms_median"] / r["reference"]["ms_median"]
+            assert r["ratio_min"] == min(r["archc"]["runs_ms"]) / min(r["reference"]["runs_ms"])
 
 
 def test_bench_forward_against_the_emitted_source(tmp_path):
