@@ -477,3 +477,21 @@ def test_every_module_class_of_the_zoo_is_stampable():
         model = archcompiler.build(name, device="meta")
         classes |= {type(m) for m in model.modules() if not isinstance(m, (CompiledModel, Container))}
     assert classes and not classes - STAMPABLE
+
+
+def test_a_copy_draws_its_submodules_in_the_constructors_order():
+    """Children first, left to right, as a description builds them: here two convs inside one module."""
+    from archcompiler.lower import stamped
+    from archcompiler.modules import ConvNormAct
+
+    def made():
+        return ConvNormAct(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1))
+
+    torch.manual_seed(0)
+    template = made()
+    torch.manual_seed(1)
+    expected = made().state_dict()
+    torch.manual_seed(1)
+    copy = stamped(template).state_dict()
+    assert list(copy) == list(expected) and all(torch.equal(copy[k], expected[k]) for k in copy)
+    assert not torch.equal(copy["conv.weight"], template.conv.weight)
