@@ -117,6 +117,7 @@ STAMPABLE: frozenset[type] = frozenset({
     modules.Permute, modules.Reshape, modules.ChannelShuffle, modules.StochasticDepth, modules.ScaledTanh,
 })
 
+
 def stampable(module: nn.Module) -> bool:
     """Whether `module` and every module inside it are of a `STAMPABLE` class."""
     return all(type(m) in STAMPABLE for m in module.modules())
@@ -131,25 +132,25 @@ def stamped(template: nn.Module) -> nn.Module:
     builds them); parameters of a module without that method, and every buffer, are copies of the
     template's (values its constructor set from its arguments).  Containers in `__dict__` (the hook and
     parameter dicts, lists) are copied; other attributes are the constructor's arguments, shared."""
-    made: list[nn.Module] = []
-    copy = _stamped(template, made)
-    for module in made:  # innermost first, left to right: the constructors' order
-        reset = getattr(module, "reset_parameters", None)
-        # On the meta device there are no values to draw (and no generator is advanced).
-        if reset is not None and not all(p.is_meta for p in module._parameters.values() if p is not None):
-            reset()
+    redraw: list[nn.Module] = []
+    copy = _stamped(template, redraw)
+    for module in redraw:  # innermost first, left to right: the constructors' order
+        module.reset_parameters()
     return copy
 
 
-def _stamped(template: nn.Module, made: list[nn.Module]) -> nn.Module:
+def _stamped(template: nn.Module, redraw: list[nn.Module]) -> nn.Module:
+    """The copy of `template` and its children, new parameters left empty where `redraw` (which it appends the
+    modules to, in the constructors' order) is to draw them."""
     cls = type(template)
     copy = cls.__new__(cls)
     state = {k: (type(v)(v) if type(v) in _COPIED else v) for k, v in template.__dict__.items()}
-    redraw = hasattr(cls, "reset_parameters")
     params = state["_parameters"]
+    # On the meta device there are no values to draw (and no generator is advanced): copies will do.
+    drawn = hasattr(cls, "reset_parameters") and any(p is not None and not p.is_meta for p in params.values())
     for name, p in params.items():
         if p is not None:
-            value = torch.empty(p.shape, dtype=p.dtype, device=p.device) if redraw else p.detach().clone()
+            value = torch.empty(p.shape, dtype=p.dtype, device=p.device) if drawn else p.detach().clone()
             params[name] = nn.Parameter(value, requires_grad=p.requires_grad)
     buffers = state["_buffers"]
     for name, b in buffers.items():
@@ -158,9 +159,10 @@ def _stamped(template: nn.Module, made: list[nn.Module]) -> nn.Module:
     children = state["_modules"]
     for name, child in children.items():
         if child is not None:
-            children[name] = _stamped(child, made)
+            children[name] = _stamped(child, redraw)
     copy.__dict__.update(state)
-    made.append(copy)
+    if drawn:
+        redraw.append(copy)
     return copy
 
 
