@@ -177,15 +177,21 @@ def resolve(callee: str) -> Any:
     return getattr(importlib.import_module(where), name)
 
 
-def _value(item: Any) -> Any:
+def constructed(callee: Any, *args: Any, **kwargs: Any) -> Any:
+    """`callee(*args, **kwargs)`: how `instantiate` makes each `Construct` unless told otherwise."""
+    return callee(*args, **kwargs)
+
+
+def _value(item: Any, construct: Callable[..., Any] = constructed) -> Any:
     if isinstance(item, Construct):
-        return resolve(item.callee)(*(_value(a) for a in item.args), **{k.name: _value(k.value) for k in item.kwargs})
+        return construct(resolve(item.callee), *(_value(a, construct) for a in item.args),
+                         **{k.name: _value(k.value, construct) for k in item.kwargs})
     if isinstance(item, (Arg, InChannels)):
         return item.value
     if isinstance(item, Ref):
         return resolve(item.name)
     if isinstance(item, (tuple, list)):  # a size written with description items: (InChannels(c), 1, 1)
-        return type(item)(_value(v) for v in item)
+        return type(item)(_value(v, construct) for v in item)
     return item
 
 
@@ -196,8 +202,10 @@ def _call_text(low: Lowering, const: Any, template: Optional[str] = None) -> str
     return call
 
 
-def instantiate(low: Lowering) -> Lowered:
-    """The torch module of a description (arguments left to right, children first) and its call."""
+def instantiate(low: Lowering, construct: Callable[..., Any] = constructed) -> Lowered:
+    """The torch module of a description (arguments left to right, children first) and its call.
+
+    `construct(callee, *args, **kwargs)` makes each `Construct` (`lower` passes its own for a device)."""
 
     def const(c: Const) -> str:
         return "" if c.unless is not REQUIRED and c.value == c.unless else c.fmt.format(repr(c.value))
@@ -207,9 +215,9 @@ def instantiate(low: Lowering) -> Lowered:
     if low.parameter is not None:
         import torch.nn
 
-        return Lowered(torch.nn.Parameter(_value(low.parameter)), _call_text(low, const), parameter=True,
+        return Lowered(torch.nn.Parameter(_value(low.parameter, construct)), _call_text(low, const), parameter=True,
                        inplace_call=inplace, overwrite=overwrite)
-    return Lowered(_value(low.module) if low.module is not None else None, _call_text(low, const),
+    return Lowered(_value(low.module, construct) if low.module is not None else None, _call_text(low, const),
                    inplace_call=inplace, overwrite=overwrite)
 
 
@@ -287,5 +295,5 @@ def is_module_call(op: OpDef, args: Any, shapes: list[Shape]) -> bool:
     return low.module is not None and low.call == "{m}({0})"
 
 
-__all__ = ["identifier", "Names", "RESERVED", "statement", "resolve", "instantiate", "lowered", "render",
+__all__ = ["identifier", "Names", "RESERVED", "statement", "resolve", "constructed", "instantiate", "lowered", "render",
            "render_lowering", "emitted", "is_parameter", "is_module_call", "execution_order", "inplace_plan", "OPS"]

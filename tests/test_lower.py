@@ -167,6 +167,14 @@ def test_build_leaves_the_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_a_cpu_build_leaves_the_accelerators_generators_alone(monkeypatch):
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    model = build(AUX_BODY, outputs=AUX_OUTPUTS, seed=7)
+    again = build(AUX_BODY, outputs=AUX_OUTPUTS, seed=7, device="meta")
+    assert not reseeded and list(model.state_dict()) == list(again.state_dict())
+
+
 def test_meta_device_builds_without_weights():
     model = build(AUX_BODY, outputs=AUX_OUTPUTS, device="meta")
     tensors = list(model.parameters()) + list(model.buffers())
@@ -448,6 +456,18 @@ def test_stamped_layers_on_the_meta_device():
     assert all(t.is_meta for t in [*copied.parameters(), *copied.buffers()])
     _assert_same_network(copied, made, values=False)
 
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3", "lenet5", "convnext_tiny"])
+def test_a_meta_build_is_the_network_its_constructors_make_on_the_cpu(name):
+    """On the meta device the constructors skip `reset_parameters()` and take `device=` where they can:
+    the module tree, every attribute and every tensor's shape, dtype and grad flag are still the CPU build's.
+    (BatchNorm, conv and linear in googlenet and inception_v3; LeNet-5's partial conv; ConvNeXt's LayerNorm2d
+    and its layer scales, parameters that a description makes with `torch.full`.)"""
+    graph = archcompiler.compile_graph(name)
+    meta = lower(graph, device="meta")
+    assert all(t.is_meta for t in [*meta.parameters(), *meta.buffers()])
+    _assert_same_network(meta, lower(graph).to("meta"), values=False)
 
 def test_a_module_class_not_known_to_be_stampable_is_always_constructed():
     class Drawn(nn.Module):  # a plugin's module whose constructor draws outside reset_parameters
