@@ -175,6 +175,14 @@ def test_a_cpu_build_leaves_the_accelerators_generators_alone(monkeypatch):
     assert not reseeded and list(model.state_dict()) == list(again.state_dict())
 
 
+def test_a_build_on_a_named_device_draws_the_weights_of_the_default_build():
+    """device="cpu" takes the path every named device takes (torch.nn's classes given `device=`, the rest built
+    inside `torch.device`): the same draws in the same order as the build without a device."""
+    graph = archcompiler.compile_graph("googlenet")
+    named, default = lower(graph, seed=3, device="cpu").state_dict(), lower(graph, seed=3).state_dict()
+    assert list(named) == list(default) and all(torch.equal(named[k], default[k]) for k in named)
+
+
 def test_meta_device_builds_without_weights():
     model = build(AUX_BODY, outputs=AUX_OUTPUTS, device="meta")
     tensors = list(model.parameters()) + list(model.buffers())
