@@ -131,14 +131,16 @@ def build(spec: SpecLike, *, seed: int = 0, device: Any = None, weights: Any = N
     - `device="meta"` builds the module without allocating its weights (so
       without the `max_memory` bound, which otherwise refuses a network whose
       weights and one sample's activations exceed it, in bytes; only sizes
-      past torch's 64-bit byte counts, `limits.META_MAX_MEMORY`, are refused).
+      past torch's 64-bit byte counts, `limits.META_MAX_MEMORY`, are refused).  A device torch does
+      not know, or cannot reach here ("cuda" on a CPU-only torch), is a `UserError` before anything is built.
     - `optimize="inference"`: the inference build of that model (`optimize.inference_model`):
       BatchNorm folded into the weights, eval mode only; its state_dict is not the
       checkpoint's (docs/export.md, "The inference build").
     """
     from .checkpoints import load_weights
-    from .lower import lower
+    from .lower import check_device, lower
 
+    check_device(device)  # before the spec is compiled
     if optimize is not None:
         from .optimize import check_optimize
 

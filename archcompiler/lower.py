@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import inspect
 import linecache
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -79,7 +79,7 @@ def lower(graph: Graph, *, seed: int = 0, device: Any = None, inplace: bool = Tr
     would draw; False: every layer is made by its constructors (the baseline of that)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise UserError(f"the seed must be a whole number from 0 to 2**64 - 1 (torch's range), got {str(seed)[:40]}")
-    target = torch.device(device) if device is not None else None
+    target = check_device(device)
     construct = _on_device(target) if target is not None else constructed
     # The generator the weights are drawn from is the one seeded, and the caller's state of it restored after:
     # the CPU's for a CPU or meta build (torch.manual_seed would also reseed every accelerator's, left so after
@@ -119,6 +119,23 @@ STAMPABLE: frozenset[type] = frozenset({
     modules.ConvNormAct, modules.PartialConv2d, modules.Subsample2d, modules.RBF, modules.LayerNorm2d,
     modules.Permute, modules.Reshape, modules.ChannelShuffle, modules.StochasticDepth, modules.ScaledTanh,
 })
+
+
+def check_device(device: Any) -> Optional[torch.device]:
+    """`device` as a `torch.device` (None stays None); a `UserError` where torch does not know it or it is not
+    available here (CUDA on a CPU-only torch), before anything is built, not from deep inside a constructor."""
+    if device is None:
+        return None
+    try:
+        target = torch.device(device)
+        if target.type not in ("cpu", "meta"):
+            torch.empty(0, device=target)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0].rstrip(".:") if text else type(exc).__name__  # torch's first sentence
+        raise UserError(f"cannot build on device {str(device)[:40]!r}: {reason}",
+                        hint="devices are named as torch names them: 'cpu', 'meta', 'cuda', 'cuda:1'") from None
+    return target
 
 
 def _on_device(device: torch.device) -> Callable[..., Any]:

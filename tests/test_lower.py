@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import archcompiler
+from archcompiler.errors import UserError
 from archcompiler.lower import STAMPABLE, CompiledModel, Container, lower, shape_mismatches, stampable, stamped
 
 from conftest import make_spec
@@ -181,6 +182,15 @@ def test_a_build_on_a_named_device_draws_the_weights_of_the_default_build():
     graph = archcompiler.compile_graph("googlenet")
     named, default = lower(graph, seed=3, device="cpu").state_dict(), lower(graph, seed=3).state_dict()
     assert list(named) == list(default) and all(torch.equal(named[k], default[k]) for k in named)
+
+
+@pytest.mark.parametrize("device", ["xyz", -1, "cuda:0"])
+def test_a_device_torch_does_not_know_or_cannot_reach_is_a_user_error(device):
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match=f"cannot build on device '{device}'") as caught:
+        build(AUX_BODY, outputs=AUX_OUTPUTS, device=device)
+    assert "\n" not in str(caught.value) and "'cpu', 'meta', 'cuda'" in str(caught.value)
 
 
 def test_meta_device_builds_without_weights():
