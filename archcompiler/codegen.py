@@ -119,7 +119,12 @@ def inplace_plan(graph: Any, order: list[str], overwrite: Callable[[str], Mappin
     stochastic_depth(block(x)); result += x` runs in place here too.
 
     N's own backward never needs X's old value: that is what an `overwrite` template promises (relu_ reads
-    its result, add_ nothing).  So gradients are those of the out-of-place forward, bit for bit.
+    its result, add_ nothing).  So gradients are those of the out-of-place forward, bit for bit, with one
+    exception, of memory layout: an add written into its second input keeps that input's layout, where
+    `a + b` takes the first's.  Where the two differ (a LayerNorm2d's permuted output, or a value computed
+    from one, added to a contiguous map), the kernels after it may round differently: values equal, gradients
+    a few ulp apart (`tests/test_inplace.py`).  In the zoo only ConvNeXt adds maps of different layouts (2 of
+    its 18 adds), each written into the first operand of its sum, so bit for bit there too.
     """
     from .graph import INPUT
 

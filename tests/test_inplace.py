@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from random_graphs import UNARY, random_graph
 
 from archcompiler import compile_graph
 from archcompiler.codegen import execution_order, inplace_plan
@@ -158,44 +159,14 @@ body:
 
 # -- random graphs ----------------------------------------------------------------
 
-# Ops that keep a 4x6x6 map's shape, with the ways they differ for the plan: fresh or a view, backward reading
-# the input or the output, passing the input on (dropout, stochastic depth, identity).
-_UNARY = [
-    "{conv: {out: 4, k: 1}}", "{conv: {out: 4, k: 3, pad: 1, act: relu}}", "{conv: {out: 4, k: 1, norm: {}, act: silu}}",
-    "relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
-    "batchnorm", "{dropout: {p: 0.3}}", "identity", "{stochastic_depth: {p: 0.3}}", "layer_scale",
-    "{maxpool: {k: 3, s: 1, pad: 1}}", "{avgpool: {k: 3, s: 1, pad: 1}}", "{scale: {factor: 0.5}}",
-    "{channel_shuffle: {groups: 2}}", "layernorm2d",
-    "{residual: [{conv: {out: 4, k: 3, pad: 1, norm: {}, act: relu}}, {conv: {out: 4, k: 1, norm: {}}}], act: relu}",
-    "{residual: [{conv: {out: 4, k: 1}}, {stochastic_depth: {p: 0.3}}], scale: 0.5}",
-    "{residual: [batchnorm, {dropout: {p: 0.3}}]}",
-]
-_BINARY = ["{add: null}", "{add: null, act: relu}", "{mul: null}"]
 
-
-@st.composite
-def _random_graph(draw) -> str:
-    """A spec of 2 to 12 layers, each reading one or two earlier values (the input among them); every value
-    nobody reads is an output."""
-    n = draw(st.integers(2, 12))
-    names, read, lines = ["input"], set(), []
-    for i in range(n):
-        binary = len(names) > 1 and draw(st.booleans())
-        op = draw(st.sampled_from(_BINARY if binary else _UNARY))
-        sources = draw(st.lists(st.sampled_from(names), min_size=2, max_size=2, unique=True)) if binary \
-            else [draw(st.sampled_from(names))]
-        read.update(sources)
-        name = f"n{i}"
-        body = op[1:-1] + ", " if op.startswith("{") else f"{op}: {{}}, "
-        lines.append(f"  {name}: {{{body}from: {sources[0] if len(sources) == 1 else '[' + ', '.join(sources) + ']'}}}")
-        names.append(name)
-    outputs = [m for m in names[1:] if m not in read]
-    return ("archc: 1\nname: random\ninput: [4, 6, 6]\nbody:\n" + "\n".join(lines) + "\noutputs:\n"
-            + "".join(f"  out_{m}: {m}\n" for m in outputs))
+# Without LayerNorm2d, whose output is permuted (channels-last memory): the one case where in place is not
+# bit for bit, an add written into its second input when the two layouts differ, is the next test's.
+_SAME_LAYOUT = [op for op in UNARY if op != "layernorm2d"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_random_graph(), st.sampled_from(["train", "eval"]))
+@given(random_graph(unary=_SAME_LAYOUT), st.sampled_from(["train", "eval"]))
 def test_random_graphs_run_in_place_with_the_out_of_place_values_and_gradients(text: str, mode: str) -> None:
     """What the plan writes into (a value read again, a view, an output, the input, a value a conv or sigmoid
     needs for its backward) is never one it must not: the in-place model's outputs, the input's gradient and
@@ -210,3 +181,30 @@ def test_random_graphs_run_in_place_with_the_out_of_place_values_and_gradients(t
     assert all(torch.equal(a, b) for a, b in zip(outs_f, outs_s, strict=True)), text
     assert torch.equal(gx_f, gx_s), text
     assert all((grads_f[k] is None and grads_s[k] is None) or torch.equal(grads_f[k], grads_s[k]) for k in grads_f), text
+
+
+def test_an_add_written_into_its_second_input_keeps_that_inputs_layout() -> None:
+    """`a + b` takes a's memory layout, `b.add_(a)` keeps b's: with a permuted (a LayerNorm2d's elu) and b
+    contiguous (a conv's), the values are equal and the gradients equal to rounding, not bit for bit."""
+    from archcompiler.spec import parse_spec
+
+    text = """archc: 1
+name: layouts
+input: [4, 6, 6]
+body:
+  conv: {conv: {out: 4, k: 1}, from: input}
+  norm: {layernorm2d: {}, from: input}
+  act: {elu: {}, from: norm}
+  sum: {add: null, act: relu, from: [act, conv]}
+"""
+    graph = compile_graph(parse_spec(text, "layouts.yaml"))
+    fast, slow = lower(graph, seed=1), lower(graph, seed=1, inplace=False)
+    assert "conv.add_(act)" in fast.code and "(act + conv)" in slow.code
+    x = torch.randn((2, 4, 6, 6), generator=torch.Generator().manual_seed(0))
+    (outs_f, gx_f, grads_f), (outs_s, gx_s, grads_s) = _run(fast, x), _run(slow, x)
+    assert torch.equal(outs_f[0], outs_s[0])
+    with torch.no_grad():
+        assert fast(x).stride() != slow(x).stride()  # the sum's layout: conv's, against act's
+    torch.testing.assert_close(gx_f, gx_s, rtol=1e-6, atol=1e-7)
+    for k in grads_f:
+        torch.testing.assert_close(grads_f[k], grads_s[k], rtol=1e-6, atol=1e-7)

@@ -23,11 +23,15 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from random_graphs import UNARY, random_graph
 
 import archcompiler
 from archcompiler import UserError, zoo
 from archcompiler.errors import SpecError
 from archcompiler.optimize import InferenceModel, PrepackedConv2d, fold_plan, inference_model, prepacking_available
+from archcompiler.spec import parse_spec
 
 from conftest import make_spec, run_archc, spec_text
 
@@ -332,3 +336,21 @@ def test_cli_refuses_emit_python_with_optimize(tmp_path):
 def test_cli_help_says_how_to_keep_the_checkpoint():
     r = run_archc("build", "--help")
     assert "--optimize" in r.stdout and "not a checkpoint" in " ".join(r.stdout.split())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graph(unary=[*UNARY, "batchnorm", "batchnorm", "{conv: {out: 4, k: 1, bias: false}}"]),
+       st.booleans())
+def test_inference_build_matches_eager_on_random_wirings(text, channels_last):
+    """Which BatchNorm folds where (after a conv read elsewhere too, after an activation, an add or the input,
+    a conv's own, inside a residual) on random wirings: within 1e-5 of the eager model, randomised BatchNorm."""
+    eager = archcompiler.build(parse_spec(text, "random.yaml"))
+    norms = randomise_batchnorm(eager)
+    eager.eval()
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = eager(x)
+        fast = inference_model(eager, channels_last=channels_last)
+        got = fast(x)
+    assert batchnorms(fast) == norms - len(fast.folded), text
+    assert worst_relative(got, expected) <= TOLERANCE, text
