@@ -8,6 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from random_graphs import random_graph
 
 import archcompiler
 from archcompiler.errors import UserError
@@ -446,6 +449,19 @@ def test_stamped_layers_equal_their_constructors(name):
     the wide or large variants of the others): the copies draw what the constructors would."""
     graph = archcompiler.compile_graph(name)
     _assert_same_network(lower(graph, seed=5), lower(graph, seed=5, stamp=False))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graph(most=8), st.integers(0, 2**32))
+def test_stamped_layers_equal_their_constructors_on_random_wirings(text, seed):
+    """Equal layers (the same op, arguments and input shape) anywhere in a network, at any seed: the copies
+    draw what the constructors would, and the meta build is the CPU build's network."""
+    from archcompiler.spec import parse_spec
+
+    graph = archcompiler.compile_graph(parse_spec(text, "random.yaml"))
+    copied = lower(graph, seed=seed)
+    _assert_same_network(copied, lower(graph, seed=seed, stamp=False))
+    _assert_same_network(lower(graph, device="meta"), copied.to("meta"), values=False)
 
 
 def test_stamping_copies_the_repeated_layers_and_skips_their_constructors(monkeypatch):
