@@ -29,6 +29,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from random_graphs import random_graph
 
 import archcompiler
 from archcompiler import zoo
@@ -243,3 +245,17 @@ def test_docs_table_lists_what_each_tool_counts():
         row = next(line for line in doc.splitlines() if line.startswith(f"| `--like {counter.name}`"))
         kinds = row.split("|")[2]
         assert [k.strip(" `") for k in kinds.split(",")] == list(counter.kinds), row
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graph(most=8))
+def test_like_each_tool_equals_its_total_on_random_wirings(text):
+    """How a layer runs decides what a tool sees (an activation written into its input runs as a function,
+    not its module): on random wirings of every kind of layer, archc's count per tool is the tool's own."""
+    from archcompiler.spec import parse_spec
+
+    spec = parse_spec(text, "random.yaml")
+    graph = archcompiler.compile_graph(spec)
+    ours = {tool: analyze(graph, counting=Counting(like=tool)).total_macs for tool in TOOLS}
+    model = archcompiler.build(spec, device="meta").to_empty(device="cpu").eval()
+    assert ours == _tool_totals(model, graph.input_shape), text
