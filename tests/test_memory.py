@@ -21,6 +21,9 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from random_graphs import random_graph
 
 import archcompiler
 from archcompiler import memory
@@ -237,3 +240,19 @@ s2: {add: null, act: ACT, from: [p, a0]}
 def test_every_activation(act, inplace):
     graph = archcompiler.compile_graph(make_spec(EVERY_ACT.replace("ACT", act), input=(3, 8, 8)))
     check_saved(graph, lower(graph, inplace=inplace), inplace=inplace)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graph(most=10), st.booleans())
+def test_saved_activations_match_autograd_on_random_wirings(text, inplace):
+    """What each layer keeps for backward depends on what runs in place around it (an activation written into
+    its input keeps its result, a sum written into an input is that input's storage): on random wirings of
+    every kind of layer, in place and out of place, the static count is autograd's."""
+    from archcompiler.spec import parse_spec
+
+    graph = archcompiler.compile_graph(parse_spec(text, "random.yaml"))
+    model = lower(graph, inplace=inplace)
+    out = model(torch.zeros(1, *graph.input_shape))
+    outs = list(out.values()) if isinstance(out, dict) else [out] if isinstance(out, torch.Tensor) else list(out)
+    assume(any(o.requires_grad for o in outs))  # a training step needs a parameter behind some output
+    check_saved(graph, model, inplace=inplace)
