@@ -67,6 +67,13 @@ def make_spec(body_yaml: str, **header: Any) -> Spec:
     return parse_spec(spec_text(body_yaml, **header), "test.yaml")
 
 
+def flat_outputs(out: Any) -> list:
+    """A model's outputs as a list, in order: a tensor alone, a named tuple's fields, a dict's values."""
+    if isinstance(out, dict):
+        return list(out.values())
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -30,7 +30,6 @@ import warnings
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from random_graphs import random_graph
 
 import archcompiler
 from archcompiler import zoo
@@ -40,6 +39,7 @@ from archcompiler.ops import OPS
 from archcompiler.ops.registry import ACTIVATIONS, COST_KINDS, COUNTERS, PTFLOPS_ACTIVATION_COUNTS
 
 from conftest import ROOT, run_archc
+from random_graphs import random_graph
 
 HEAVY = os.environ.get("ARCHC_HEAVY", "") not in ("", "0")
 SIZES = (32, 64, 96, 128, 160, 192, 224)  # square inputs tried, smallest first, below the native one

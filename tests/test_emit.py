@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from random_graphs import random_graph
 
 import archcompiler
 from archcompiler.emit import emit_python
 from archcompiler.lower import lower
+
+from conftest import flat_outputs
+from random_graphs import random_graph
 
 ROOT = Path(__file__).parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -142,8 +144,7 @@ def test_random_wirings_emit_a_file_that_computes_the_compiled_model(text, tmp_p
             a = compiled(x)
             torch.manual_seed(0)
             b = standalone(x)
-        flat = [a] if isinstance(a, torch.Tensor) else list(a.values() if isinstance(a, dict) else a)
-        other = [b] if isinstance(b, torch.Tensor) else list(b.values() if isinstance(b, dict) else b)
+        flat, other = flat_outputs(a), flat_outputs(b)
         assert len(flat) == len(other), text
         for u, v in zip(flat, other):
             torch.testing.assert_close(u, v, rtol=0, atol=0, msg=text)

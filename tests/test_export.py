@@ -24,10 +24,12 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from random_graphs import random_graph
 
 import archcompiler
 from archcompiler import export
+
+from conftest import flat_outputs
+from random_graphs import random_graph
 
 ALL_SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.yaml"))
 HEAVY = os.environ.get("ARCHC_HEAVY") == "1"
@@ -133,10 +135,6 @@ def test_torch_compile_with_inductor_on_lenet5():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-def _flat(out) -> list[torch.Tensor]:
-    return [out] if isinstance(out, torch.Tensor) else list(out.values() if isinstance(out, dict) else out)
-
-
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_graph(most=6))
 def test_random_wirings_export_to_onnx_and_torch_export(text):
@@ -149,7 +147,7 @@ def test_random_wirings_export_to_onnx_and_torch_export(text):
     model = archcompiler.build(parse_spec(text, "random.yaml"), seed=0).eval()
     x = torch.randn(2, *model.graph.input_shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        reference = _flat(model(x))
+        reference = flat_outputs(model(x))
     session = onnxruntime.InferenceSession(export.to_onnx(model), providers=["CPUExecutionProvider"])
     outs = session.run(None, {"input": x.numpy()})
     assert len(outs) == len(reference), text
@@ -157,5 +155,5 @@ def test_random_wirings_export_to_onnx_and_torch_export(text):
         assert relative(out, ref.numpy()) < 1e-4, text
     program = export.exported_program(model)
     with torch.no_grad():
-        for got, ref in zip(_flat(program.module()(x)), reference, strict=True):
+        for got, ref in zip(flat_outputs(program.module()(x)), reference, strict=True):
             torch.testing.assert_close(got, ref, msg=text)

@@ -14,12 +14,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from random_graphs import UNARY, random_graph
 
 from archcompiler import compile_graph
 from archcompiler.codegen import execution_order, inplace_plan
 from archcompiler.errors import UserError
 from archcompiler.lower import lower
+
+from conftest import flat_outputs
+from random_graphs import UNARY, random_graph
 
 SPECS = sorted((Path(__file__).parent.parent / "archcompiler" / "specs").glob("*.yaml"))
 
@@ -37,16 +39,10 @@ def small_graph(path: Path):
     return full
 
 
-def _outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    return list(out.values()) if isinstance(out, dict) else list(out)
-
-
 def _run(model, x: torch.Tensor):
     torch.manual_seed(7)
     x = x.clone().requires_grad_(True)
-    outs = _outputs(model(x))
+    outs = flat_outputs(model(x))
     g = torch.Generator().manual_seed(3)
     loss = sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs)
     loss.backward()
@@ -75,7 +71,7 @@ def test_gradients_equal_out_of_place(path: Path) -> None:
     # and in eval mode
     fast.eval(), slow.eval()
     with torch.no_grad():
-        for a, b in zip(_outputs(fast(x)), _outputs(slow(x))):
+        for a, b in zip(flat_outputs(fast(x)), flat_outputs(slow(x))):
             assert torch.equal(a, b)
 
 

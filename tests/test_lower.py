@@ -10,13 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from random_graphs import random_graph
 
 import archcompiler
 from archcompiler.errors import UserError
 from archcompiler.lower import STAMPABLE, CompiledModel, Container, lower, shape_mismatches, stampable, stamped
 
 from conftest import make_spec
+from random_graphs import random_graph
 
 
 def build(body: str, input=(3, 8, 8), seed: int = 0, device=None, params: dict | None = None, **header):

@@ -23,7 +23,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from random_graphs import random_graph
 
 import archcompiler
 from archcompiler import memory
@@ -31,7 +30,8 @@ from archcompiler.lower import lower
 from archcompiler.ops import ACTIVATIONS, OPS, Construct, Lowering, OpDef
 from archcompiler.zoo import models
 
-from conftest import make_spec, run_archc
+from conftest import flat_outputs, make_spec, run_archc
+from random_graphs import random_graph
 
 HEAVY = os.environ.get("ARCHC_HEAVY", "") not in ("", "0")
 TOLERANCE = 0.02
@@ -78,8 +78,7 @@ def autograd_saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(x)
-    outs = list(out.values()) if isinstance(out, dict) else [out] if isinstance(out, torch.Tensor) else list(out)
-    sum(o.float().sum() for o in outs).backward()
+    sum(o.float().sum() for o in flat_outputs(out)).backward()
     return sum(kept.values())
 
 
@@ -252,7 +251,6 @@ def test_saved_activations_match_autograd_on_random_wirings(text, inplace):
 
     graph = archcompiler.compile_graph(parse_spec(text, "random.yaml"))
     model = lower(graph, inplace=inplace)
-    out = model(torch.zeros(1, *graph.input_shape))
-    outs = list(out.values()) if isinstance(out, dict) else [out] if isinstance(out, torch.Tensor) else list(out)
+    outs = flat_outputs(model(torch.zeros(1, *graph.input_shape)))
     assume(any(o.requires_grad for o in outs))  # a training step needs a parameter behind some output
     check_saved(graph, model, inplace=inplace)

@@ -25,7 +25,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from random_graphs import UNARY, random_graph
 
 import archcompiler
 from archcompiler import UserError, zoo
@@ -33,7 +32,8 @@ from archcompiler.errors import SpecError
 from archcompiler.optimize import InferenceModel, PrepackedConv2d, fold_plan, inference_model, prepacking_available
 from archcompiler.spec import parse_spec
 
-from conftest import make_spec, run_archc, spec_text
+from conftest import flat_outputs, make_spec, run_archc, spec_text
+from random_graphs import UNARY, random_graph
 
 HEAVY = bool(os.environ.get("ARCHC_HEAVY"))
 TOLERANCE = 1e-5
@@ -92,12 +92,6 @@ def randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> int:
                     m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
                 count += 1
     return count
-
-
-def flat_outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    return list(out.values()) if isinstance(out, dict) else list(out)
 
 
 def worst_relative(a, b) -> float:
