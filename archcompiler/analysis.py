@@ -330,7 +330,7 @@ def receptive_fields(graph: Graph, windows: Optional[Mapping[str, Any]] = None,
     (`windows`, node id -> window, where the caller has them already).
     """
     fields: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {INPUT: ((1, 1), (1, 1))}
-    for node_id in graph.order():
+    for node_id in graph.topological:
         node = graph.nodes[node_id]
         if len(node.inputs) == 1:  # most layers: the field and jump of their one input
             rf, jump = fields[node.inputs[0]]

@@ -166,12 +166,19 @@ class _Graph(Generic[N]):
 
     def order(self) -> list[str]:
         """Node ids in an order where every node follows its inputs (declaration order first)."""
+        return list(self.topological)
+
+    @cached_property
+    def topological(self) -> tuple[str, ...]:
+        """`order()`, found once per graph: shapes, the receptive fields and the forward's plan all walk it.
+        (A graph's nodes are never changed once it is made; `select_outputs` makes a new one.)"""
         if declared_in_order(self.nodes):  # the usual case, without a forward `from:`
-            return list(self.nodes)
+            return tuple(self.nodes)
         import networkx as nx
 
         position = {n: i for i, n in enumerate(self.nodes)}
-        return [n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1)) if n != INPUT]
+        return tuple(n for n in nx.lexicographical_topological_sort(self.dag, key=lambda n: position.get(n, -1))
+                     if n != INPUT)
 
     def eval_outputs(self) -> list[Output]:
         return [o for o in self.outputs.values() if not o.train_only]

@@ -26,13 +26,16 @@ def infer_shapes(graph: Expanded) -> Graph:
     shapes: dict[str, Shape] = {INPUT: graph.input_shape}
     nodes: dict[str, Node] = {}
     found: RuleMemo[Shape] = RuleMemo()
-    for node_id in graph.order():
+    order = graph.topological
+    for node_id in order:
         node = graph.nodes[node_id]
         inputs = [shapes[i] for i in node.inputs]
         shape = shapes[node_id] = found(node.op, node.args, inputs, infer_node, node, node.inputs, inputs)
         nodes[node_id] = Node.shaped(node, shape)
     rest = {f.name: getattr(graph, f.name) for f in fields(_Graph) if f.name != "nodes"}
-    return Graph(**rest, nodes={k: nodes[k] for k in graph.nodes})
+    shaped = Graph(**rest, nodes={k: nodes[k] for k in graph.nodes})
+    shaped.__dict__["topological"] = order  # the same nodes in the same wiring: the same order
+    return shaped
 
 
 def infer_node(node: Any, input_ids: Sequence[str], inputs: list[Shape]) -> Shape:
