@@ -78,6 +78,8 @@ _SCALAR_TAGS = {
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _NULL_TAG = "tag:yaml.org,2002:null"
+# A plain decimal integer that YAML 1.1 reads as decimal (a leading 0 makes it octal), short enough for MAX_INT_DIGITS.
+_DECIMAL = re.compile(r"[1-9][0-9]{0,%d}|0" % (MAX_INT_DIGITS - 1))
 # What each core scalar tag holds, for the hint when a tagged text does not fit its tag.
 _TAG_HOLDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "null": "null or ~"}
 _MAP_TAG = "tag:yaml.org,2002:map"
@@ -250,8 +252,14 @@ def _compose_fast(text: str) -> Any:
         return None
 
 
+# `Loc(path, line, column)` without the Python-level `__new__` a NamedTuple has: the converter makes one for
+# every key, value and item of a spec.
+_new_loc = tuple.__new__
+
+
 def _loc(path: str, node: Any) -> Loc:
-    return Loc(path, node.start_mark.line + 1, node.start_mark.column + 1)
+    mark = node.start_mark
+    return _new_loc(Loc, (path, mark.line + 1, mark.column + 1))
 
 
 def _too_deep(path: str, at: Any) -> SpecError:
@@ -288,6 +296,9 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
+# No path resolvers, whatever other code in the process adds to PyYAML's loaders: a value's tag depends on
+# its text alone.
+_Loader.yaml_path_resolvers = {}
 # Untagged dates (`paper: 2015-06-07`) and a lone `=` stay text instead of becoming
 # timestamp / value tags that the converter would refuse as if the user had written a tag.
 _Loader.yaml_implicit_resolvers = {
@@ -321,8 +332,8 @@ if yaml.__with_libyaml__ and yaml._yaml.get_version() >= (0, 2, 6):
         def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
             # libyaml's composer asks PyYAML's (Python) resolver for every scalar's tag; a spec repeats
             # the same few words and numbers, and a scalar's tag depends on its text and style alone.
-            if kind is not yaml.ScalarNode:
-                return super().resolve(kind, value, implicit)
+            if kind is not _ScalarNode:  # an untagged collection: what the resolver says, without path resolvers
+                return _MAP_TAG if kind is _MappingNode else _SEQ_TAG
             key = (value, implicit)
             tag = self.scalar_tags.get(key)
             if tag is None:
@@ -330,6 +341,12 @@ if yaml.__with_libyaml__ and yaml._yaml.get_version() >= (0, 2, 6):
             return tag
 
     _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+    _FastLoader.yaml_path_resolvers = {}  # as `_Loader`'s
+    _ScalarNode, _MappingNode = yaml.ScalarNode, yaml.MappingNode
+    # libyaml's composer calls these around every node, for the path resolvers there are none of: builtins
+    # that do nothing, in place of two Python calls per node.
+    _FastLoader.descend_resolver = {}.get  # (parent, index) -> index, ignored
+    _FastLoader.ascend_resolver = [].clear  # () -> None
 else:  # PyYAML built without (a safe) libyaml: every spec goes through `_Loader`
     _FastLoader = None
 
@@ -390,7 +407,10 @@ class _Converter:
             raise self._bad_tag(node)
         if node.tag == _STR_TAG:  # most scalars; what SafeConstructor would return for them
             return node.value
-        text, short = node.value, node.tag.replace("tag:yaml.org,2002:", "!!")
+        text = node.value
+        if node.tag == _INT_TAG and _DECIMAL.fullmatch(text):  # most numbers: what construct_yaml_int reads
+            return int(text)
+        short = node.tag.replace("tag:yaml.org,2002:", "!!")
         digits = sum(ch.isalnum() for ch in text) if node.tag == _INT_TAG else 0  # not `_` or a sign
         if digits > MAX_INT_DIGITS:  # checked before int() reads it: past 4,300 digits that raises
             raise SpecError(f"integer literal too long: {digits:,} digits, limit {MAX_INT_DIGITS}",
@@ -413,36 +433,41 @@ class _Converter:
     def _mapping(self, node: yaml.MappingNode, depth: int) -> Mapping:
         if node.tag != _MAP_TAG:
             raise self._bad_tag(node)
+        path, seen, text = self.path, self.seen, self._text
         out = Mapping()
-        out.loc, out.key_locs, out.value_locs = _loc(self.path, node), {}, {}
+        key_locs: dict[str, Loc] = {}
+        value_locs: dict[str, Loc] = {}
+        out.loc, out.key_locs, out.value_locs = _loc(path, node), key_locs, value_locs
+        if depth >= MAX_DEPTH and node.value:  # keys are a level deeper too, as the composer counts them
+            key_node = node.value[0][0]
+            raise _too_deep(path, key_node.target if isinstance(key_node, _Alias) else key_node)
         for key_node, value_node in node.value:
             if isinstance(key_node, _Alias):
                 key_node = key_node.target
-            elif self.seen is not None:
-                if id(key_node) in self.seen:
+            elif seen is not None:
+                if id(key_node) in seen:
                     raise _SharedNode
-                self.seen.add(id(key_node))
-            if depth >= MAX_DEPTH:  # keys are a level deeper too, as the composer counts them
-                raise _too_deep(self.path, key_node)
-            if key_node.tag == "tag:yaml.org,2002:merge":
+                seen.add(id(key_node))
+            tag = key_node.tag
+            if tag == "tag:yaml.org,2002:merge":
                 raise SpecError(
-                    "YAML merge keys ('<<') are not supported", _loc(self.path, key_node),
+                    "YAML merge keys ('<<') are not supported", _loc(path, key_node),
                     hint="use 'defaults' or a block instead",
                 )
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_TAGS:
-                raise SpecError("a mapping key must be a plain name", _loc(self.path, key_node))
+            if tag not in _SCALAR_TAGS or not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError("a mapping key must be a plain name", _loc(path, key_node))
             # The key's own text, not its YAML 1.1 reading: `on:` or `no:` stay names.
             key = key_node.value
             if key in out:
                 raise SpecError(
-                    f"duplicate key {shown(key)} (first at line {out.key_locs[key].line})",
-                    _loc(self.path, key_node), hint="each name may appear once in a mapping",
+                    f"duplicate key {shown(key)} (first at line {key_locs[key].line})",
+                    _loc(path, key_node), hint="each name may appear once in a mapping",
                 )
             mark = key_node.start_mark
-            out.key_locs[key] = Loc(self.path, mark.line + 1, mark.column + 1)
+            key_locs[key] = _new_loc(Loc, (path, mark.line + 1, mark.column + 1))
             mark = value_node.start_mark
-            out.value_locs[key] = Loc(self.path, mark.line + 1, mark.column + 1)
-            out[key] = self._text(value_node, depth + 1)
+            value_locs[key] = _new_loc(Loc, (path, mark.line + 1, mark.column + 1))
+            out[key] = text(value_node, depth + 1)
         return out
 
     def _sequence(self, node: yaml.SequenceNode, depth: int) -> Sequence:
@@ -452,17 +477,23 @@ class _Converter:
         out.loc, out.item_locs = _loc(self.path, node), []
         for item in node.value:
             mark = item.start_mark
-            out.item_locs.append(Loc(self.path, mark.line + 1, mark.column + 1))
+            out.item_locs.append(_new_loc(Loc, (self.path, mark.line + 1, mark.column + 1)))
             out.append(self._text(item, depth + 1))
         return out
 
     def _text(self, node: Any, depth: int) -> Any:
-        """`convert(node, depth)`, with a shortcut for the most common value, a text scalar of a
-        libyaml-composed graph met for the first time, that makes the same checks."""
+        """`convert(node, depth)`, with a shortcut for the most common values, a text or a decimal integer
+        scalar of a libyaml-composed graph met for the first time, that makes the same checks."""
         seen = self.seen
-        if (type(node) is yaml.ScalarNode and node.tag == _STR_TAG and seen is not None and depth <= MAX_DEPTH
+        if (type(node) is yaml.ScalarNode and seen is not None and depth <= MAX_DEPTH
                 and self.count < MAX_VALUES and id(node) not in seen):
-            seen.add(id(node))
-            self.count += 1
-            return node.value
+            tag = node.tag
+            if tag == _STR_TAG:
+                seen.add(id(node))
+                self.count += 1
+                return node.value
+            if tag == _INT_TAG and _DECIMAL.fullmatch(node.value):
+                seen.add(id(node))
+                self.count += 1
+                return int(node.value)
         return self.convert(node, depth)
