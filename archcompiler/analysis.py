@@ -249,7 +249,8 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
     # one object per way of running, so its identity stands for its value).
     found: RuleMemo[tuple[Any, int, int, int, str, Optional[tuple[int, ...]]]] = RuleMemo()
     windows = {}  # each node's window: the receptive fields read them
-    # One pass over the layers counts each and adds it into every scope around it.
+    # One pass over the layers counts each into its innermost scope; each scope then adds its totals into its
+    # parent's (a node's `scopes` are a chain of `Scope.parent` links, outermost first).
     scope_totals = {scope_id: [0, 0, 0, 0] for scope_id in graph.scopes}
     scope_runs_in_eval: set[str] = set()
     totals = [0, 0, 0, 0, 0]  # params, buffers, eval-mode MACs, train-only MACs, eval-mode activations
@@ -265,8 +266,8 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
         macs *= batch
         acts = math.prod(node.shape) * batch
         per_node[node_id] = (params, buffers, macs, acts, label, kernel)
-        for scope_id in node.scopes:
-            into = scope_totals[scope_id]
+        if node.scopes:
+            into = scope_totals[node.scopes[-1]]
             into[0] += params
             into[1] += buffers
             into[2] += macs
@@ -278,7 +279,17 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
         else:
             totals[2] += macs
             totals[4] += acts
-            scope_runs_in_eval.update(node.scopes)
+            if node.scopes:
+                scope_runs_in_eval.add(node.scopes[-1])
+    for scope in reversed(graph.scopes.values()):  # children come after their parents
+        if scope.parent is not None:
+            into, own = scope_totals[scope.parent], scope_totals[scope.id]
+            into[0] += own[0]
+            into[1] += own[1]
+            into[2] += own[2]
+            into[3] += own[3]
+            if scope.id in scope_runs_in_eval:
+                scope_runs_in_eval.add(scope.parent)
     fields = receptive_fields(graph, windows)
 
     depth = {}
@@ -296,19 +307,19 @@ def analyze(graph: Graph, batch: int = 1, counting: Optional[Counting] = None) -
             out = graph.nodes[scope.output]
             scope_params, scope_buffers, scope_macs, scope_acts = scope_totals[scope_id]
             rf, jump = fields[scope.output]
-            rows.append(frozen(
-                Row, name=scope.id, kind="block" if scope.block else "group", op=scope.block or scope.kind,
-                label=_scope_label(scope), depth=depth[scope_id], output_shape=out.shape, params=scope_params,
-                buffers=scope_buffers, macs=scope_macs, activations=scope_acts,
-                train_only=scope_id not in scope_runs_in_eval, rf=rf, jump=jump, kernel=None,
-            ))
+            rows.append(frozen(Row, {
+                "name": scope.id, "kind": "block" if scope.block else "group", "op": scope.block or scope.kind,
+                "label": _scope_label(scope), "depth": depth[scope_id], "output_shape": out.shape,
+                "params": scope_params, "buffers": scope_buffers, "macs": scope_macs, "activations": scope_acts,
+                "train_only": scope_id not in scope_runs_in_eval, "rf": rf, "jump": jump, "kernel": None,
+            }))
         params, buffers, macs, acts, label, kernel = per_node[node.id]
         rf, jump = fields[node.id]
-        rows.append(frozen(
-            Row, name=node.id, kind="layer", op=node.op, label=label, depth=len(node.scopes) + 1,
-            output_shape=node.shape, params=params, buffers=buffers, macs=macs, activations=acts,
-            train_only=node.train_only, rf=rf, jump=jump, kernel=kernel,
-        ))
+        rows.append(frozen(Row, {
+            "name": node.id, "kind": "layer", "op": node.op, "label": label, "depth": len(node.scopes) + 1,
+            "output_shape": node.shape, "params": params, "buffers": buffers, "macs": macs, "activations": acts,
+            "train_only": node.train_only, "rf": rf, "jump": jump, "kernel": kernel,
+        }))
 
     return Report(
         name=graph.name, title=graph.title, paper=graph.paper, input=graph.input_shape, rows=rows,

@@ -69,20 +69,18 @@ class _Ctx:
 
     def entering(self, scope: str) -> "_Ctx":
         """The context inside `scope`: its own names, and no block instance still awaiting its scope."""
-        return frozen(_Ctx, vars=self.vars, defaults=self.defaults, scopes=(*self.scopes, scope),
-                      names=Names(self.names), blocks=self.blocks, block=None, inp=self.inp)
+        return frozen(_Ctx, {**self.__dict__, "scopes": (*self.scopes, scope), "names": Names(self.names),
+                             "block": None})
 
     def seeing(self, variables: dict[str, Any]) -> "_Ctx":
         """The same context with the parameters `variables` (as `dataclasses.replace` would make it)."""
-        return frozen(_Ctx, vars=variables, defaults=self.defaults, scopes=self.scopes, names=self.names,
-                      blocks=self.blocks, block=self.block, inp=self.inp)
+        return frozen(_Ctx, {**self.__dict__, "vars": variables})
 
     def receiving(self, inputs: Inputs) -> "_Ctx":
         # Called for every item: built directly, as `dataclasses.replace` costs three times more.
         if inputs == self.inp:
             return self
-        return frozen(_Ctx, vars=self.vars, defaults=self.defaults, scopes=self.scopes, names=self.names,
-                      blocks=self.blocks, block=self.block, inp=inputs)
+        return frozen(_Ctx, {**self.__dict__, "inp": inputs})
 
 
 def expand(spec: Spec, input_shape: Optional[tuple[int, ...]] = None, **overrides: Any) -> Expanded:
@@ -279,8 +277,8 @@ class _Walk:
             ctx = self._block_scope(path, "op", item.loc, ctx)
         args, exprs = self._op_args(op, item, path, ctx)
         inputs_loc = item.meta_loc("from") if "from" in item.meta else None
-        self._add_layer(frozen(Unwired, id=path, op=item.kind, args=args, inputs=ins, loc=item.loc, scopes=ctx.scopes,
-                               exprs=exprs, inputs_loc=inputs_loc))
+        self._add_layer(frozen(Unwired, {"id": path, "op": item.kind, "args": args, "inputs": ins, "loc": item.loc,
+                                         "scopes": ctx.scopes, "exprs": exprs, "inputs_loc": inputs_loc}))
         if block_root:
             self._set_output(path, path)
         self._register(name, path, ctx)
@@ -319,9 +317,9 @@ class _Walk:
             chain = " -> ".join((*ctx.blocks, block.name))
             raise SpecError(f"block '{block.name}' uses itself ({chain})", item.loc)
         bound = self._bind_block_args(block, item, ctx)
-        sub = frozen(_Ctx, vars={**self.params, **bound}, defaults=(self.spec.defaults, block.defaults),
-                     scopes=ctx.scopes, names=Names(ctx.names), blocks=(*ctx.blocks, block.name),
-                     block=(block.name, bound), inp=ctx.inp)
+        sub = frozen(_Ctx, {"vars": {**self.params, **bound}, "defaults": (self.spec.defaults, block.defaults),
+                            "scopes": ctx.scopes, "names": Names(ctx.names), "blocks": (*ctx.blocks, block.name),
+                            "block": (block.name, bound), "inp": ctx.inp})
         root = name or block.name
         key = _instance_key(block.name, bound, ctx.blocks, _scopeless(root)) if MEMOISE_INSTANCES else None
         if key is None:
@@ -410,12 +408,11 @@ class _Walk:
                 layer_scopes = scopes.get(inner)
                 if layer_scopes is None:
                     layer_scopes = scopes[inner] = outer + tuple([root + s for s in inner])
-                copy = object.__new__(Unwired)  # as `frozen` makes it
-                copy.__dict__.update(
-                    id=root + suffix, op=layer.op, args=layer.args,
-                    inputs=tuple([inp if s is _INSTANCE_INPUT else root + s for s in inputs]), loc=layer.loc,
-                    scopes=layer_scopes, exprs=dict(layer.exprs), inputs_loc=layer.inputs_loc)
-                add_layer(copy)
+                # The recorded layer's args and exprs are shared: no stage changes them.
+                add_layer(frozen(Unwired, {
+                    "id": root + suffix, "op": layer.op, "args": layer.args,
+                    "inputs": tuple([inp if s is _INSTANCE_INPUT else root + s for s in inputs]), "loc": layer.loc,
+                    "scopes": layer_scopes, "exprs": layer.exprs, "inputs_loc": layer.inputs_loc}))
             elif kind == _CLAIM:
                 take(root + event[1], event[2])
             elif kind == _SCOPE:

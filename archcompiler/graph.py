@@ -95,7 +95,7 @@ class Node(Layer):
             values.update(layer.__dict__)
             values["shape"] = shape
             return node
-        return frozen(cls, **{name: getattr(layer, name) for name in _LAYER_FIELDS}, shape=shape)
+        return frozen(cls, {**{name: getattr(layer, name) for name in _LAYER_FIELDS}, "shape": shape})
 
 
 _LAYER_FIELDS = tuple(f.name for f in fields(Layer))  # once: `fields()` per node was a tenth of `infer_shapes`
@@ -103,12 +103,13 @@ _LAYER_FIELDS = tuple(f.name for f in fields(Layer))  # once: `fields()` per nod
 F = TypeVar("F")
 
 
-def frozen(cls: type[F], **values: Any) -> F:
+def frozen(cls: type[F], values: dict[str, Any]) -> F:
     """The instance of frozen dataclass `cls` that `cls(**values)` makes, given a value for every field.
 
     Without the generated `__init__`, which sets each field through `object.__setattr__`: over the
-    thousands of layers, nodes and rows a summary makes, that was a tenth of its time.  Only for
-    dataclasses without `__post_init__`.
+    thousands of layers, nodes and rows a summary makes, that was a tenth of its time.  The values come as
+    one dict, not as keywords, which would cost a call a second dict.  Only for dataclasses without
+    `__post_init__`.
     """
     instance = object.__new__(cls)
     instance.__dict__.update(values)

@@ -111,9 +111,10 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
         if layer.id not in needed:
             raise SpecError(f"the output of '{layer.id}' is never used", layer.loc,
                             hint="feed it into a later layer or name it under 'outputs'")
-        nodes[layer.id] = frozen(Layer, id=layer.id, op=layer.op, args=layer.args, inputs=inputs[layer.id],
-                                 loc=layer.loc, scopes=layer.scopes, train_only=layer.id not in needed_eval,
-                                 exprs=layer.exprs, inputs_loc=layer.inputs_loc)
+        nodes[layer.id] = frozen(Layer, {"id": layer.id, "op": layer.op, "args": layer.args, "inputs": inputs[layer.id],
+                                         "loc": layer.loc, "scopes": layer.scopes,
+                                         "train_only": layer.id not in needed_eval, "exprs": layer.exprs,
+                                         "inputs_loc": layer.inputs_loc})
     return Wired(nodes, wired_scopes, final)
 
 

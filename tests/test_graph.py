@@ -60,11 +60,11 @@ def test_frozen_makes_what_the_constructor_makes():
 
     values = dict(id="a.0", op="relu", args=None, inputs=["input"], loc=Loc("x.yaml", 3, 5), scopes=("a",),
                   train_only=True, exprs={("out",): "$c"}, inputs_loc=None)
-    made, built = frozen(Layer, **values), Layer(**values)
+    made, built = frozen(Layer, values), Layer(**values)
     assert made == built and repr(made) == repr(built) and dataclasses.asdict(made) == dataclasses.asdict(built)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.op = "conv"  # type: ignore[misc]
     assert Node.shaped(made, (3, 4, 4)) == Node(**values, shape=(3, 4, 4))
     row = dict(name="a", kind="layer", op="conv", label="conv 3x3", depth=1, output_shape=(8, 4, 4), params=1,
                buffers=2, macs=3, activations=4, train_only=False, rf=(3, 3), jump=(1, 1), kernel=(3, 3))
-    assert frozen(Row, **row) == Row(**row) and hash(frozen(Row, **row)) == hash(Row(**row))
+    assert frozen(Row, row) == Row(**row) and hash(frozen(Row, row)) == hash(Row(**row))
