@@ -92,11 +92,14 @@ def expand(spec: Spec, input_shape: Optional[tuple[int, ...]] = None, **override
     walk = _Walk(spec, params, input_shape)
     input_shape, last, outputs = walk.run()
     wired = wire(walk.layers, walk.scopes, walk.scope_outputs, outputs, walk.omitted)
-    return Expanded(
+    graph = Expanded(
         name=spec.name, title=spec.title, paper=spec.paper, path=spec.path, input_shape=input_shape,
         input_loc=spec.tree.loc_of("input"), params=params, nodes=wired.nodes, scopes=wired.scopes,
         outputs=wired.outputs,
     )
+    if wired.in_order:  # `Graph.topological` without checking the order again
+        graph.__dict__["topological"] = tuple(wired.nodes)
+    return graph
 
 
 class _Walk:

@@ -12,7 +12,7 @@ expression stands.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 from . import expr
 from .errors import Loc, SpecError, did_you_mean, shorten, shown
@@ -109,28 +109,18 @@ def same_type(default: Any, value: Any) -> bool:
 
 
 def _used(tree: Any, loc: Loc) -> list[tuple[str, Loc, tuple]]:
-    """`expressions(tree)`, and each `{...}` of a repeat's `names:` pattern as the expression it is."""
-    used = expressions(tree, loc)
+    """`expressions(tree)`, then each `{...}` of a repeat's `names:` pattern as the expression it is, found in
+    one walk."""
+    used: list[tuple[str, Loc, tuple]] = []
     patterns: list[tuple[str, Loc]] = []
-    _patterns(tree, loc, patterns)
+    if isinstance(tree, (dict, list)):
+        _expressions(tree, loc, (), used, patterns)
+    elif expr.is_expression(tree):
+        used.append((tree, loc, ()))
     for text, where in patterns:
         for part in re.findall(r"\{([^{}]*)\}", text):
             used.append(("${" + part + "}", where, ()))
     return used
-
-
-def _patterns(tree: Any, loc: Loc, found: list[tuple[str, Loc]]) -> None:
-    """Append each `names:` pattern below `tree` to `found`, with its location, in order."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key == "names" and isinstance(value, str):
-                found.append((value, loc_of(tree, key, loc)))
-            elif isinstance(value, (dict, list)):
-                _patterns(value, loc_of(tree, key, loc), found)
-    elif isinstance(tree, list):
-        for i, value in enumerate(tree):
-            if isinstance(value, (dict, list)):
-                _patterns(value, loc_of(tree, i, loc), found)
 
 
 def expressions(tree: Any, loc: Loc, path: tuple = ()) -> list[tuple[str, Loc, tuple]]:
@@ -143,11 +133,17 @@ def expressions(tree: Any, loc: Loc, path: tuple = ()) -> list[tuple[str, Loc, t
     return found
 
 
-def _expressions(tree: Any, loc: Loc, path: tuple, found: list[tuple[str, Loc, tuple]]) -> None:
+def _expressions(tree: Any, loc: Loc, path: tuple, found: list[tuple[str, Loc, tuple]],
+                 patterns: Optional[list[tuple[str, Loc]]] = None) -> None:
+    """Append every `$...` string below `tree` to `found`, in order, and with `patterns`, every `names:`
+    pattern (a string under a key `names`) to that."""
     # Built as one list (not generators yielding through every level): a spec has thousands of values.
     entries = tree.items() if isinstance(tree, dict) else enumerate(tree)
     for key, value in entries:
         if isinstance(value, (dict, list)):
-            _expressions(value, loc_of(tree, key, loc), (*path, key), found)
-        elif isinstance(value, str) and value.startswith("$"):  # expr.is_expression, inline
-            found.append((value, loc_of(tree, key, loc), (*path, key)))
+            _expressions(value, loc_of(tree, key, loc), (*path, key), found, patterns)
+        elif isinstance(value, str):
+            if value.startswith("$"):  # expr.is_expression, inline
+                found.append((value, loc_of(tree, key, loc), (*path, key)))
+            if key == "names" and patterns is not None and isinstance(tree, dict):
+                patterns.append((value, loc_of(tree, key, loc)))

@@ -79,6 +79,7 @@ class Wired:
     nodes: dict[str, Layer]
     scopes: dict[str, Scope]
     outputs: dict[str, Output]
+    in_order: bool  # whether every node follows its inputs (`graph.declared_in_order`), as wiring found
 
 
 def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: dict[str, Source],
@@ -97,7 +98,7 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
         inputs[layer.id] = resolved
     wired_scopes = {k: Scope(s.id, s.kind, s.block, s.loc, s.parent, resolver.resolve(scope_outputs[k]), s.nodes,
                              s.args) for k, s in scopes.items()}
-    _refuse_cycles(layers, inputs, from_locs)
+    in_order = _refuse_cycles(layers, inputs, from_locs)
     final = {o.name: Output(o.name, resolver.resolve(o.ref), o.train_only, o.loc) for o in outputs}
     needed_eval: set[str] = set()
     needed: set[str] = set()
@@ -115,7 +116,7 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
                                          "loc": layer.loc, "scopes": layer.scopes,
                                          "train_only": layer.id not in needed_eval, "exprs": layer.exprs,
                                          "inputs_loc": layer.inputs_loc})
-    return Wired(nodes, wired_scopes, final)
+    return Wired(nodes, wired_scopes, final, in_order)
 
 
 class Resolver:
@@ -156,17 +157,17 @@ class Resolver:
         return found
 
 
-def _refuse_cycles(layers: dict[str, Unwired], inputs: dict[str, list[str]], from_locs: dict[str, Loc]) -> None:
-    """Refuse a cycle in the wiring at the `from:` that makes it."""
+def _refuse_cycles(layers: dict[str, Unwired], inputs: dict[str, list[str]], from_locs: dict[str, Loc]) -> bool:
+    """Refuse a cycle in the wiring at the `from:` that makes it; whether every edge points forward."""
     position = {n: i for i, n in enumerate(layers)}
     if all(position.get(src, -1) < position[n] for n in layers for src in inputs[n]):
-        return  # every edge points forward: no cycle (as `declared_in_order`)
+        return True  # every edge points forward: no cycle (as `declared_in_order`)
     import networkx as nx  # only for wiring with a forward `from:`
 
     try:
         cycle = nx.find_cycle(dag_of(inputs))
     except nx.NetworkXNoCycle:
-        return
+        return False
     names = [edge[0] for edge in cycle] + [cycle[0][0]]
     where = next((from_locs[v] for _, v in cycle if v in from_locs), layers[cycle[0][1]].loc)
     raise SpecError(f"the wiring has a cycle: {' -> '.join(names)}", where,
