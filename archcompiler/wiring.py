@@ -88,17 +88,21 @@ def wire(layers: dict[str, Unwired], scopes: dict[str, Scope], scope_outputs: di
     resolver = Resolver(layers, scope_outputs, omitted)
     from_locs: dict[str, Loc] = {}  # node -> the `from:` that feeds it, for cycle errors
     inputs: dict[str, list[str]] = {}
+    in_order = True  # whether every layer follows its inputs: then the wiring has no cycle
     for layer in layers.values():
         resolved = []
         for i in layer.inputs:
             if isinstance(i, Ref):
                 from_locs[layer.id] = i.loc  # the last reference among its inputs
                 i = resolver.resolve(i)
+            if i not in inputs and i != INPUT:  # `inputs` holds the layers before this one
+                in_order = False
             resolved.append(i)
         inputs[layer.id] = resolved
     wired_scopes = {k: Scope(s.id, s.kind, s.block, s.loc, s.parent, resolver.resolve(scope_outputs[k]), s.nodes,
                              s.args) for k, s in scopes.items()}
-    in_order = _refuse_cycles(layers, inputs, from_locs)
+    if not in_order:
+        _refuse_cycles(layers, inputs, from_locs)
     final = {o.name: Output(o.name, resolver.resolve(o.ref), o.train_only, o.loc) for o in outputs}
     needed_eval: set[str] = set()
     needed: set[str] = set()
@@ -157,17 +161,14 @@ class Resolver:
         return found
 
 
-def _refuse_cycles(layers: dict[str, Unwired], inputs: dict[str, list[str]], from_locs: dict[str, Loc]) -> bool:
-    """Refuse a cycle in the wiring at the `from:` that makes it; whether every edge points forward."""
-    position = {n: i for i, n in enumerate(layers)}
-    if all(position.get(src, -1) < position[n] for n in layers for src in inputs[n]):
-        return True  # every edge points forward: no cycle (as `declared_in_order`)
+def _refuse_cycles(layers: dict[str, Unwired], inputs: dict[str, list[str]], from_locs: dict[str, Loc]) -> None:
+    """Refuse a cycle in the wiring at the `from:` that makes it (asked only where some edge points forward)."""
     import networkx as nx  # only for wiring with a forward `from:`
 
     try:
         cycle = nx.find_cycle(dag_of(inputs))
     except nx.NetworkXNoCycle:
-        return False
+        return
     names = [edge[0] for edge in cycle] + [cycle[0][0]]
     where = next((from_locs[v] for _, v in cycle if v in from_locs), layers[cycle[0][1]].loc)
     raise SpecError(f"the wiring has a cycle: {' -> '.join(names)}", where,
