@@ -79,6 +79,14 @@ class Parser:
         self.kinds = self.ops | self.blocks | set(CONTAINER_KEYS)
         # (id(raw), id(loc)) -> (raw, loc, item); holding raw and loc keeps their ids from being reused.
         self.memo: dict[tuple[int, int], tuple[Any, Loc, Item]] = {}
+        # kind -> the keys an item of that kind may hold beside it: the meta keys and the container's options
+        self.allowed: dict[str, frozenset[str]] = {}
+
+    def allowed_beside(self, kind: str) -> frozenset[str]:
+        allowed = self.allowed.get(kind)
+        if allowed is None:
+            allowed = self.allowed[kind] = frozenset(META_KEYS) | frozenset(CONTAINER_OPTIONS.get(kind, ()))
+        return allowed
 
     def item(self, raw: Any, loc: Loc) -> Item:
         key = (id(raw), id(loc))
@@ -121,7 +129,7 @@ class Parser:
                             hint=f"give each op its own item: - {{{kinds[0]}: ...}} then - {{{kinds[1]}: ...}}")
         if self.is_item(raw):
             kind = kinds[0]
-            allowed = set(META_KEYS) | set(CONTAINER_OPTIONS.get(kind, ()))
+            allowed = self.allowed_beside(kind)
             for key in raw:
                 if key != kind and key not in allowed:
                     raise SpecError(f"unknown key '{key}' beside '{kind}'", raw.key_loc(key),
@@ -151,7 +159,7 @@ class Parser:
         if len(kinds) == 1 and kinds[0] in self.ops and kinds[0] not in CONTAINER_KEYS and self._names_a_chain(raw[kinds[0]]):
             return False  # `conv: [..]` or `conv: {seq: ..}`: a layer named like an op, holding a chain
         if len(kinds) == 1:
-            allowed = set(META_KEYS) | set(CONTAINER_OPTIONS.get(kinds[0], ()))
+            allowed = self.allowed_beside(kinds[0])
             others = [k for k in raw if k != kinds[0]]
             return all(k in allowed or not isinstance(raw[k], (Mapping, Sequence)) for k in others)
         return False
