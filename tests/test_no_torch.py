@@ -25,6 +25,19 @@ def test_summary_api_does_not_import_torch():
     assert json.loads(out) == [13_004_888, False]
 
 
+def test_summary_imports_networkx_only_for_a_forward_from(tmp_path):
+    # Every edge pointing forward, the order is the declaration's and there is no cycle to look for; a
+    # `from:` naming a later layer needs networkx's topological sort.
+    forward = tmp_path / "forward.yaml"
+    forward.write_text("archc: 1\nname: f\ninput: [3, 8, 8]\nbody:\n"
+                       "  a: {conv: {out: 4, k: 1}, from: b}\n  b: {relu: null, from: input}\noutputs:\n  out: a\n")
+    code = ("import sys, json, archcompiler\n"
+            "archcompiler.summary({!r})\n"
+            "print(json.dumps('networkx' in sys.modules))")
+    assert json.loads(_run(code.format("specs/inception_resnet_v2.yaml"))) is False
+    assert json.loads(_run(code.format(str(forward)))) is True
+
+
 def test_summary_and_check_commands_do_not_import_torch(tmp_path):
     # The commands one after another in one process: torch, once imported, stays in sys.modules, so the
     # first command that imports it is the first to print TORCH.
