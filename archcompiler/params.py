@@ -111,23 +111,21 @@ def same_type(default: Any, value: Any) -> bool:
 def _used(tree: Any, loc: Loc) -> list[tuple[str, Loc, tuple]]:
     """`expressions(tree)`, then each `{...}` of a repeat's `names:` pattern as the expression it is, found in
     one walk."""
-    used: list[tuple[str, Loc, tuple]] = []
     patterns: list[tuple[str, Loc]] = []
-    if isinstance(tree, (dict, list)):
-        _expressions(tree, loc, (), used, patterns)
-    elif expr.is_expression(tree):
-        used.append((tree, loc, ()))
+    used = expressions(tree, loc, patterns=patterns)
     for text, where in patterns:
         for part in re.findall(r"\{([^{}]*)\}", text):
             used.append(("${" + part + "}", where, ()))
     return used
 
 
-def expressions(tree: Any, loc: Loc, path: tuple = ()) -> list[tuple[str, Loc, tuple]]:
-    """Every `$...` string below `tree`, in order: its text, its location and its path of keys and indices."""
+def expressions(tree: Any, loc: Loc, path: tuple = (),
+                patterns: Optional[list[tuple[str, Loc]]] = None) -> list[tuple[str, Loc, tuple]]:
+    """Every `$...` string below `tree`, in order: its text, its location and its path of keys and indices.
+    With `patterns`, every `names:` pattern below `tree` is appended to it in the same walk."""
     found: list[tuple[str, Loc, tuple]] = []
     if isinstance(tree, (dict, list)):
-        _expressions(tree, loc, path, found)
+        _expressions(tree, loc, path, found, patterns)
     elif expr.is_expression(tree):
         found.append((tree, loc, path))
     return found

@@ -438,9 +438,6 @@ class _Converter:
         key_locs: dict[str, Loc] = {}
         value_locs: dict[str, Loc] = {}
         out.loc, out.key_locs, out.value_locs = _loc(path, node), key_locs, value_locs
-        if depth >= MAX_DEPTH and node.value:  # keys are a level deeper too, as the composer counts them
-            key_node = node.value[0][0]
-            raise _too_deep(path, key_node.target if isinstance(key_node, _Alias) else key_node)
         for key_node, value_node in node.value:
             if isinstance(key_node, _Alias):
                 key_node = key_node.target
@@ -448,6 +445,8 @@ class _Converter:
                 if id(key_node) in seen:
                     raise _SharedNode
                 seen.add(id(key_node))
+            if depth >= MAX_DEPTH:  # keys are a level deeper too, as the composer counts them
+                raise _too_deep(path, key_node)
             tag = key_node.tag
             if tag == "tag:yaml.org,2002:merge":
                 raise SpecError(
@@ -482,18 +481,12 @@ class _Converter:
         return out
 
     def _text(self, node: Any, depth: int) -> Any:
-        """`convert(node, depth)`, with a shortcut for the most common values, a text or a decimal integer
-        scalar of a libyaml-composed graph met for the first time, that makes the same checks."""
+        """`convert(node, depth)`, with a shortcut for the most common value, a scalar of a libyaml-composed
+        graph met for the first time, that makes the same checks."""
         seen = self.seen
         if (type(node) is yaml.ScalarNode and seen is not None and depth <= MAX_DEPTH
                 and self.count < MAX_VALUES and id(node) not in seen):
-            tag = node.tag
-            if tag == _STR_TAG:
-                seen.add(id(node))
-                self.count += 1
-                return node.value
-            if tag == _INT_TAG and _DECIMAL.fullmatch(node.value):
-                seen.add(id(node))
-                self.count += 1
-                return int(node.value)
+            seen.add(id(node))
+            self.count += 1
+            return self._scalar(node)
         return self.convert(node, depth)
